@@ -1,0 +1,298 @@
+"""``quartier run``: the long-running gateway process.
+
+Threads, each unable to stop the others:
+- one reader per source (pyserial → p1 → pipeline), reconnecting forever;
+- one per sink (InfluxDB), reading the outbox;
+- the main thread: health file, systemd watchdog, retention, disk alarm.
+
+Metering never waits on the network: sinks only ever read the local outbox.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from gateway import systemd
+from gateway.clock import clock_synchronised
+from gateway.config import Config, P1Source, SimulatedSource
+from gateway.pipeline import Pipeline, utc_iso
+
+log = logging.getLogger("quartier.gateway.daemon")
+
+
+@dataclass
+class _SourceRunner:
+    name: str
+    pipeline: Pipeline
+    reader: object | None = None  # p1.serial_reader.SerialReader
+    thread: threading.Thread | None = None
+    meter: object | None = None  # PtyMeter for a simulated source
+
+
+@dataclass
+class Daemon:
+    config: Config
+    runners: list[_SourceRunner] = field(default_factory=list)
+    sinks: list[object] = field(default_factory=list)
+    sink_threads: list[threading.Thread] = field(default_factory=list)
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    store: object | None = None
+    started_at: float = field(default_factory=time.monotonic)
+    _clock_synced: bool | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        from gateway.store import Store
+
+        cfg = self.config
+        sink_names = ["influx"] if cfg.influx.enabled else []
+        cfg.store.path.parent.mkdir(parents=True, exist_ok=True)
+        self.store = Store(
+            cfg.store.path,
+            sinks=sink_names,
+            timezone=cfg.daemon.timezone,
+            retention_days=cfg.store.retention_days,
+            max_bytes=cfg.store.max_mb * 1024 * 1024,
+        )
+        self._clock_synced = clock_synchronised()
+        if cfg.influx.enabled:
+            from gateway.sinks.influx import InfluxSink
+
+            self.sinks.append(
+                InfluxSink(
+                    self.store,
+                    url=cfg.influx.url,
+                    token=cfg.influx.token.get_secret_value(),
+                    org=cfg.influx.org,
+                    bucket=cfg.influx.bucket,
+                    measurement=cfg.influx.measurement,
+                    timeout_s=cfg.influx.timeout_s,
+                    backoff_max_s=cfg.influx.backoff_max_s,
+                )
+            )
+        for i, src in enumerate(cfg.sources):
+            self.runners.append(self._make_runner(i, src))
+
+    def _notify_sinks(self, _batch) -> None:
+        for sink in self.sinks:
+            sink.notify()
+
+    def _make_runner(self, index: int, src) -> _SourceRunner:
+        pipeline = Pipeline(
+            self.store,
+            max_gap=timedelta(seconds=self.config.daemon.max_interpolation_gap_s),
+            meter_id=getattr(src, "meter_id", None),
+            on_commit=self._notify_sinks,
+            clock_synced=lambda: self._clock_synced is not False,
+        )
+        runner = _SourceRunner(name=f"{src.type}{index}", pipeline=pipeline)
+        if isinstance(src, SimulatedSource):
+            from gateway.pty_meter import PtyMeter
+            from gateway.simulator import MeterSimulator
+
+            start = datetime.fromisoformat(src.start) if src.start else _demo_start(self.config.daemon.timezone)
+            sim = MeterSimulator(start=start, seed=src.seed, pv_kwp=src.pv_kwp)
+            runner.meter = PtyMeter(sim, speed=src.speed)
+            runner.meter.start()
+            port, baud = runner.meter.path, 115200
+            log.info("simulated_meter.started", extra={"port": port, "speed": src.speed, "start": start.isoformat()})
+        elif isinstance(src, P1Source):
+            port, baud = src.port, (None if src.baudrate == "auto" else int(src.baudrate))
+        else:  # pragma: no cover - config validation makes this unreachable
+            raise ValueError(f"unsupported source type {src.type!r}")
+        from p1.serial_reader import SerialReader
+
+        runner.reader = SerialReader(port, baudrate=baud)
+        return runner
+
+    def start(self) -> None:
+        for runner in self.runners:
+            runner.thread = threading.Thread(target=self._read_loop, args=(runner,), name=f"reader-{runner.name}", daemon=True)
+            runner.thread.start()
+        for sink in self.sinks:
+            t = threading.Thread(target=sink.run, args=(self.stop_event,), name=f"sink-{sink.name}", daemon=True)
+            t.start()
+            self.sink_threads.append(t)
+
+    def _read_loop(self, runner: _SourceRunner) -> None:
+        """Reader thread: never dies on a bad telegram; the serial reader itself reconnects."""
+        while not self.stop_event.is_set():
+            try:
+                for telegram in runner.reader:
+                    runner.pipeline.feed_telegram(telegram)
+                    if self.stop_event.is_set():
+                        break
+                else:
+                    if not self.stop_event.is_set():
+                        time.sleep(1.0)
+            except Exception:
+                log.exception("reader.crashed", extra={"source": runner.name})
+                self.stop_event.wait(2.0)
+
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT. Returns the exit status."""
+        self.open()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop_event.set())
+        self.start()
+        systemd.notify("READY=1\nSTATUS=reading meters")
+        log.info(
+            "daemon.started",
+            extra={"sources": len(self.runners), "store": str(self.config.store.path),
+                   "influx": self.config.influx.enabled, "pid": os.getpid()},
+        )
+        try:
+            self._housekeeping()
+        finally:
+            self.shutdown()
+        return 0
+
+    def _housekeeping(self) -> None:
+        cfg = self.config.daemon
+        wd = systemd.watchdog_interval_s()
+        period = min(cfg.health_interval_s, wd) if wd else cfg.health_interval_s
+        last_retention = 0.0
+        while not self.stop_event.wait(period):
+            now = time.monotonic()
+            self._clock_synced = clock_synchronised()
+            for runner in self.runners:
+                if runner.pipeline.pending:  # a failed commit: retry without waiting for a reading
+                    runner.pipeline.flush()
+            health = self.health()
+            self._write_health(health)
+            age = health["last_telegram_age_s"]
+            if age is not None and age <= cfg.watchdog_max_telegram_age_s:
+                systemd.notify("WATCHDOG=1\nSTATUS=" + _status_line(health))
+            else:
+                systemd.notify("STATUS=no telegram for " + (f"{age:.0f} s" if age is not None else "ever"))
+            if now - last_retention > 3600:
+                last_retention = now
+                try:
+                    removed = self.store.enforce_retention(datetime.now(timezone.utc))
+                    if removed:
+                        log.info("store.retention", extra={"removed": removed})
+                    disk = self.store.disk_status()
+                    if getattr(disk, "alarm", False):
+                        log.error("store.disk_alarm", extra={"message": getattr(disk, "message", "")})
+                except Exception as exc:
+                    log.error("store.housekeeping_failed", extra={"error": str(exc)})
+
+    def shutdown(self) -> None:
+        systemd.notify("STOPPING=1")
+        self.stop_event.set()
+        for runner in self.runners:
+            if runner.reader is not None:
+                runner.reader.close()
+            if runner.meter is not None:
+                runner.meter.stop()
+        for runner in self.runners:
+            if runner.thread is not None:
+                runner.thread.join(timeout=5)
+            runner.pipeline.flush()
+        for t in self.sink_threads:
+            t.join(timeout=5)
+        try:
+            self._write_health(self.health())
+        except Exception:
+            pass
+        if self.store is not None:
+            self.store.close()
+        log.info("daemon.stopped")
+
+    # -- health ----------------------------------------------------------------------------------
+
+    def health(self) -> dict:
+        now = time.monotonic()
+        meters: dict[str, dict] = {}
+        readers: dict[str, dict] = {}
+        ages = []
+        for runner in self.runners:
+            p = runner.pipeline
+            for mid, h in p.health.items():
+                age = now - h.last_telegram_monotonic if h.last_telegram_monotonic else None
+                if age is not None:
+                    ages.append(age)
+                live = p.aggregators.get(mid).live() if mid in p.aggregators else None
+                meters[mid] = {
+                    "source": runner.name,
+                    "telegrams": h.telegrams,
+                    "crc_errors": h.crc_errors,
+                    "crc_error_rate": h.crc_error_rate,
+                    "rejected": h.rejected,
+                    "last_telegram_age_s": round(age, 1) if age is not None else None,
+                    "meter_time": utc_iso(h.last_reading.time) if h.last_reading else None,
+                    "import_w": h.last_reading.import_w if h.last_reading else None,
+                    "export_w": h.last_reading.export_w if h.last_reading else None,
+                    "quarter_hour": {
+                        "start": utc_iso(live.start),
+                        "import_wh": live.import_wh,
+                        "export_wh": live.export_wh,
+                        "projected_demand_w": live.projected_demand_w(),
+                        "month_peak_w": h.last_reading.month_peak_w if h.last_reading else None,
+                    } if live else None,
+                }
+            readers[runner.name] = {
+                "port": getattr(runner.reader, "port", None),
+                "reconnects": getattr(runner.reader, "reconnects", None),
+                "unattributed_crc_errors": p.unattributed_crc_errors,
+                "pending_commits": p.pending,
+            }
+        sinks = {}
+        for sink in self.sinks:
+            st = getattr(sink, "stats", None)
+            sinks[sink.name] = {
+                "last_success": utc_iso(getattr(st, "last_success", None)),
+                "last_error": getattr(st, "last_error", None),
+                "consecutive_failures": getattr(st, "consecutive_failures", 0),
+            }
+        return {
+            "time": utc_iso(datetime.now(timezone.utc)),
+            "pid": os.getpid(),
+            "uptime_s": round(now - self.started_at, 1),
+            "last_telegram_age_s": round(min(ages), 1) if ages else None,
+            "meters": meters,
+            "readers": readers,
+            "outbox_depth": self.store.outbox_depth() if self.store else None,
+            "sinks": sinks,
+            "clock_synchronised": self._clock_synced,
+        }
+
+    def _write_health(self, health: dict) -> None:
+        """Atomic write to the runtime dir (a tmpfs on the Pi): readers never see half a file."""
+        d = self.config.daemon.runtime_dir
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            tmp = d / "health.json.tmp"
+            tmp.write_text(json.dumps(health, indent=1))
+            os.replace(tmp, d / "health.json")
+        except OSError as exc:
+            log.warning("health.write_failed", extra={"path": str(d), "error": str(exc)})
+
+
+def _status_line(health: dict) -> str:
+    parts = [f"{mid}: {m['telegrams']} telegrams" for mid, m in health["meters"].items()]
+    parts.append(f"outbox {health['outbox_depth']}")
+    return "; ".join(parts)
+
+
+def _demo_start(tz: str) -> datetime:
+    from zoneinfo import ZoneInfo
+
+    now = datetime.now(ZoneInfo(tz))
+    return now.replace(hour=10, minute=0, second=0, microsecond=0)
+
+
+def read_health(runtime_dir: Path) -> dict | None:
+    try:
+        return json.loads((runtime_dir / "health.json").read_text())
+    except (OSError, ValueError):
+        return None
