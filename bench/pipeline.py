@@ -74,7 +74,8 @@ def bench_daemon_rss(tmp: Path, seconds: float) -> None:
 
     vm = VictoriaMetrics(tmp / "vm")
     vm.start()
-    meter = PtyMeter(MeterSimulator(start=datetime(2026, 6, 21, 8, 0, tzinfo=timezone.utc), seed=3), speed=60, link=tmp / "p1")
+    # 300x: a quarter-hour every 3 s, so the sink pushes several times during the measurement
+    meter = PtyMeter(MeterSimulator(start=datetime(2026, 6, 21, 8, 0, tzinfo=timezone.utc), seed=3), speed=300, link=tmp / "p1")
     meter.start()
     cfg = tmp / "quartier.toml"
     cfg.write_text(
@@ -95,8 +96,9 @@ def bench_daemon_rss(tmp: Path, seconds: float) -> None:
             fields = fh.read().rsplit(")", 1)[1].split()
         ticks = os.sysconf("SC_CLK_TCK")
         daemon_cpu = (int(fields[11]) + int(fields[12])) / ticks
-        pushed = len(vm.query_points("quarter_hour_import_wh")) if hasattr(vm, "query_points") else "?"
-        print(f"daemon with InfluxDB sink, {seconds:.0f} s at 60x (one telegram per 5 simulated s):"
+        vm.flush()
+        pushed = len(vm.query_points("quarter_hour_import_wh"))
+        print(f"daemon with InfluxDB sink, {seconds:.0f} s at 300x ({meter.step_s} simulated s per telegram, 20 telegrams/s):"
               f" peak RSS {int(hwm) / 1024:.1f} MB (now {int(rss) / 1024:.1f} MB, target <= 45 MB),"
               f" CPU {daemon_cpu:.2f} s incl. start-up, points in VictoriaMetrics: {pushed}")
     finally:

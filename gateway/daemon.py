@@ -236,8 +236,7 @@ class Daemon:
                         "start": utc_iso(live.start),
                         "import_wh": live.import_wh,
                         "export_wh": live.export_wh,
-                        "projected_demand_w": live.projected_demand_w(),
-                        "month_peak_w": h.last_reading.month_peak_w if h.last_reading else None,
+                        **_capacity(live, h.last_reading),
                     } if live else None,
                 }
             readers[runner.name] = {
@@ -276,6 +275,18 @@ class Daemon:
             os.replace(tmp, d / "health.json")
         except OSError as exc:
             log.warning("health.write_failed", extra={"path": str(d), "error": str(exc)})
+
+
+def _capacity(live, reading) -> dict:
+    """Flemish capacity tariff: will this quarter-hour set a new monthly peak (1-0:1.6.0)?"""
+    projected = live.projected_demand_w()
+    peak = reading.month_peak_w if reading is not None else None
+    return {
+        "projected_demand_w": round(projected, 1) if projected is not None else None,
+        "meter_demand_w": reading.demand_w if reading is not None else None,  # 1-0:1.4.0 as the meter says
+        "month_peak_w": peak,
+        "above_month_peak": (projected > peak) if projected is not None and peak is not None else None,
+    }
 
 
 def _status_line(health: dict) -> str:

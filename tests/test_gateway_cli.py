@@ -1,0 +1,129 @@
+"""The gateway's command-line contract: replay a capture, export quarter-hours, status."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+
+from gateway.model import QUARTER, Quality, QuarterHour
+from gateway.simulator import MeterSimulator
+from gateway.store import Store
+
+UTC = timezone.utc
+START = datetime(2026, 6, 21, 10, 0, tzinfo=UTC)
+
+
+def quartier(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], input=stdin, capture_output=True)
+
+
+def capture(tmp_path, *, seconds: int = 3600, step: int = 10, gap: tuple[int, int] | None = None, corrupt_at: int | None = None):
+    """A raw P1 byte stream from the simulated meter, with optional garbage, gap and damaged telegram."""
+    sim = MeterSimulator(start=START, seed=5)
+    truth = {}
+    out = bytearray(b"\x00garbage before the first telegram\r\n")
+    for s in range(0, seconds + 1, step):
+        t = START + timedelta(seconds=s)
+        if corrupt_at is not None and s == corrupt_at:
+            sim.corrupt_next()
+        frame = sim.telegram_at(t)
+        truth[t] = (sum(sim.import_wh), sum(sim.export_wh))
+        if gap and gap[0] <= s < gap[1]:
+            continue  # the cable was out: the meter kept counting, nobody read
+        out += frame
+    path = tmp_path / "capture.p1"
+    path.write_bytes(bytes(out))
+    return path, truth, sim.meter_id
+
+
+def export(db, *extra) -> list[dict]:
+    r = quartier("export", "quarter-hours", "--db", str(db), *extra)
+    assert r.returncode == 0, r.stderr.decode()
+    return [json.loads(line) for line in r.stdout.decode().splitlines()]
+
+
+def test_replay_then_export_gives_register_differences(tmp_path):
+    path, truth, meter_id = capture(tmp_path)
+    db = tmp_path / "s.sqlite"
+    r = quartier("replay", str(path), "--db", str(db))
+    assert r.returncode == 0, r.stderr.decode()
+    summary = json.loads(r.stderr.decode().strip().splitlines()[-1])
+    assert summary["telegrams"] == 361 and summary["crc_errors"] == 0 and summary["quarter_hours"] == 4
+    rows = export(db)
+    assert len(rows) == 4
+    for row in rows:
+        assert set(row) >= {"meter_id", "start", "end", "import_wh", "export_wh", "quality"}
+        start = datetime.fromisoformat(row["start"].replace("Z", "+00:00"))
+        end = datetime.fromisoformat(row["end"].replace("Z", "+00:00"))
+        assert end - start == QUARTER and row["start"].endswith("Z")
+        assert row["meter_id"] == meter_id and row["quality"] == "measured"
+        assert row["import_wh"] == truth[end][0] - truth[start][0]
+        assert row["export_wh"] == truth[end][1] - truth[start][1]
+        assert row["import_wh"] == sum(v for k, v in row.items() if k.startswith("import_t"))
+
+
+def test_replaying_the_same_capture_twice_counts_nothing_twice(tmp_path):
+    path, _, _ = capture(tmp_path)
+    db = tmp_path / "s.sqlite"
+    assert quartier("replay", str(path), "--db", str(db)).returncode == 0
+    first = export(db)
+    assert quartier("replay", str(path), "--db", str(db)).returncode == 0
+    assert export(db) == first
+
+
+def test_gap_and_corrupt_telegram_are_estimated_and_counted(tmp_path):
+    # cable out from 10:20 to 10:50; a damaged telegram exactly on the 11:00 boundary
+    path, truth, _ = capture(tmp_path, seconds=4500, gap=(1200, 3000), corrupt_at=3600)
+    db = tmp_path / "s.sqlite"
+    r = quartier("replay", str(path), "--db", str(db))
+    summary = json.loads(r.stderr.decode().strip().splitlines()[-1])
+    assert summary["crc_errors"] == 1
+    rows = export(db)
+    assert [row["quality"] for row in rows] == ["measured", "estimated", "estimated", "estimated", "interpolated"]
+    first = datetime.fromisoformat(rows[0]["start"].replace("Z", "+00:00"))
+    last = datetime.fromisoformat(rows[-1]["end"].replace("Z", "+00:00"))
+    assert sum(row["import_wh"] for row in rows) == truth[last][0] - truth[first][0]
+    assert sum(row["export_wh"] for row in rows) == truth[last][1] - truth[first][1]
+
+
+def test_export_csv_and_time_filter(tmp_path):
+    path, _, _ = capture(tmp_path)
+    db = tmp_path / "s.sqlite"
+    quartier("replay", str(path), "--db", str(db))
+    r = quartier("export", "quarter-hours", "--db", str(db), "--format", "csv", "--from", "2026-06-21T10:15:00Z", "--to", "2026-06-21T10:45:00Z")
+    rows = list(csv.DictReader(io.StringIO(r.stdout.decode())))
+    assert [row["start"] for row in rows] == ["2026-06-21T10:15:00Z", "2026-06-21T10:30:00Z"]
+    assert rows[0]["quality"] == "measured" and int(rows[0]["import_wh"]) >= 0
+
+
+def test_user_errors_are_one_line_without_traceback(tmp_path):
+    r = quartier("export", "quarter-hours", "--db", str(tmp_path / "none.sqlite"))
+    assert r.returncode == 2 and b"no such store" in r.stderr and b"Traceback" not in r.stderr
+    path, _, _ = capture(tmp_path, seconds=60)
+    quartier("replay", str(path), "--db", str(tmp_path / "s.sqlite"))
+    r = quartier("export", "quarter-hours", "--db", str(tmp_path / "s.sqlite"), "--from", "yesterday")
+    assert r.returncode == 2 and b"--from 'yesterday': not an ISO 8601" in r.stderr
+    r = quartier("replay", str(tmp_path / "missing.p1"), "--db", str(tmp_path / "x.sqlite"))
+    assert r.returncode == 2 and b"cannot read" in r.stderr and b"Traceback" not in r.stderr
+
+
+def test_status_shows_outbox_and_dead_letters(tmp_path):
+    db = tmp_path / "s.sqlite"
+    store = Store(db, sinks=["influx"])
+    qhs = [QuarterHour("M1", START + i * QUARTER, 10 * i, 0, Quality.MEASURED, {"1": 10 * i}, {"1": 0},
+                       {"1": 100 + 10 * i}, {"1": 0}) for i in range(3)]
+    store.commit_quarter_hours(qhs)
+    (first_id, _), *_ = store.outbox_peek("influx", 1)
+    store.dead_letter("influx", [first_id], "HTTP 400: field type conflict")
+    store.close()
+    r = quartier("status", "--db", str(db))
+    out = r.stdout.decode()
+    assert r.returncode == 0, r.stderr.decode()
+    assert "quarter-hours  3 closed" in out and "outbox         2 waiting" in out
+    assert "dead letters   1" in out and "field type conflict" in out
+    j = json.loads(quartier("status", "--db", str(db), "--json").stdout)
+    assert j["outbox_depth"] == 2 and len(j["dead_letters"]) == 1
