@@ -33,8 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if exc.name == name:  # package not written yet
-                continue
+            if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
+                continue  # that package is not part of this installation
             raise
         module.register(sub)
     return parser
