@@ -118,6 +118,22 @@ Migration = Callable[[sqlite3.Connection], None]
 MIGRATIONS: dict[int, Migration] = {}
 
 
+def _qh_filter(meter_id: str | None, start: datetime | None, end: datetime | None) -> tuple[list[str], list]:
+    """WHERE clauses for ``meter_id`` and ``start <= qh.start < end``, with their arguments."""
+    where: list[str] = []
+    args: list = []
+    if meter_id is not None:
+        where.append("meter_id = ?")
+        args.append(meter_id)
+    if start is not None:
+        where.append("start >= ?")
+        args.append(_bound(start, "start"))
+    if end is not None:
+        where.append("start < ?")
+        args.append(_bound(end, "end"))
+    return where, args
+
+
 class StoreError(Exception):
     """The store cannot be used as asked (e.g. a database written by a newer Quartier)."""
 
@@ -468,16 +484,7 @@ class Store:
         self, meter_id: str | None = None, start: datetime | None = None, end: datetime | None = None
     ) -> list[QuarterHour]:
         """Committed quarter-hours with ``start <= qh.start < end``, ordered by start, then meter."""
-        where, args = [], []
-        if meter_id is not None:
-            where.append("meter_id = ?")
-            args.append(meter_id)
-        if start is not None:
-            where.append("start >= ?")
-            args.append(_bound(start, "start"))
-        if end is not None:
-            where.append("start < ?")
-            args.append(_bound(end, "end"))
+        where, args = _qh_filter(meter_id, start, end)
         sql = f"SELECT {_COLUMNS} FROM quarter_hours"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -626,16 +633,8 @@ class Store:
     ) -> int:
         """Queue already committed quarter-hours for a sink again (a new or wiped database); returns
         how many rows were added. Safe because sink writes are idempotent."""
-        where, args = ["1"], []
-        if meter_id is not None:
-            where.append("meter_id = ?")
-            args.append(meter_id)
-        if start is not None:
-            where.append("start >= ?")
-            args.append(_bound(start, "start"))
-        if end is not None:
-            where.append("start < ?")
-            args.append(_bound(end, "end"))
+        where, args = _qh_filter(meter_id, start, end)
+        where.insert(0, "1")
         now = int(datetime.now(timezone.utc).timestamp())
         with self._transaction() as c:
             return c.execute(
