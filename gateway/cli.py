@@ -15,7 +15,7 @@ import sys
 from gateway.logs import setup_logging
 
 # modules that contribute subcommands, in help order
-COMMAND_MODULES = ("gateway.commands", "p1.cli", "flukso.cli", "services.cli")
+COMMAND_MODULES = ("gateway.commands", "gateway.doctor", "p1.cli", "flukso.cli", "services.cli", "services.light", "services.sheet")
 
 log = logging.getLogger("quartier.cli")
 

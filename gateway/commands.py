@@ -23,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--start", help="simulated start time, ISO 8601 (default: today 10:00 local)")
     p.add_argument("--duration", type=float, default=None, help="stop after this many real seconds")
+    p.add_argument("--port", type=int, default=None,
+                   help="serve the page and the API on 127.0.0.1:PORT (default 8080, or a free port when 8080 is taken)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("replay", help="run a raw P1 capture through the pipeline into a store, as fast as it goes")
@@ -95,31 +97,132 @@ def cmd_run(args) -> int:
 def cmd_demo(args) -> int:
     import threading
 
-    from gateway.config import Config, DaemonConfig, SimulatedSource, StoreConfig
     from gateway.daemon import Daemon
 
+    if args.port is None:  # the first command of the README must work whatever else runs on 8080
+        args.port = DEMO_PORT if _port_free("127.0.0.1", DEMO_PORT) else _free_port("127.0.0.1")
+    elif not 1 <= args.port <= 65535:
+        raise CommandError(f"--port {args.port}: not a TCP port (1-65535)")
+    elif not _port_free("127.0.0.1", args.port):
+        raise CommandError(f"--port {args.port}: cannot serve on 127.0.0.1:{args.port} (in use); choose another with --port")
     d = args.dir.resolve()
     d.mkdir(parents=True, exist_ok=True)
-    cfg = Config(
-        sources=[SimulatedSource(speed=args.speed, seed=args.seed, start=args.start)],
-        store=StoreConfig(path=d / "quartier.sqlite"),
-        daemon=DaemonConfig(runtime_dir=d, health_interval_s=2),
-    )
+    config_path, token = _write_demo_config(d, args)
+    cfg = _load(config_path)
     daemon = Daemon(cfg)
     qh_s = 900 / args.speed
+    url = f"http://127.0.0.1:{args.port}/"
     print(
         f"Quartier demo: a simulated Belgian e-MUCS meter (household + 4 kWp rooftop solar) at {args.speed:g}x,\n"
         f"read through pyserial on a pseudo-terminal, aggregated into quarter-hours (one every {qh_s:.0f} s).\n"
+        f"  page and API:     {url}   (API docs: {url}api/docs)\n"
         f"  store (SQLite):   {d / 'quartier.sqlite'}\n"
         f"  live health:      {d / 'health.json'}\n"
+        f"  configuration:    {config_path}   (web service log: {d / 'web.log'})\n"
         f"  quarter-hours:    quartier export quarter-hours --db {d / 'quartier.sqlite'}\n"
         f"  status:           quartier status --db {d / 'quartier.sqlite'} --runtime-dir {d}\n"
+        f"  reduce-now alert: curl -X PUT -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n"
+        f"                         -d '{{\"message\": \"Peak on the feeder\", \"minutes\": 60}}' {url}api/v1/alert\n"
         f"Stop with Ctrl-C.",
         flush=True,
     )
+    web = _start_demo_web(config_path, args.port, d)
     if args.duration:
         threading.Timer(args.duration, daemon.stop_event.set).start()
-    return daemon.run()
+    try:
+        return daemon.run()
+    finally:
+        _stop_child(web)
+
+
+DEMO_PORT = 8080
+
+
+def _port_free(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no conflict
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port(host: str) -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _write_demo_config(d: Path, args) -> tuple[Path, str]:
+    """The demo node's configuration file (and a secrets file with a bearer token for the API)."""
+    import os
+    import secrets
+    import tomllib
+
+    secrets_path = d / "secrets.toml"
+    token = None
+    if secrets_path.exists():
+        try:
+            token = tomllib.loads(secrets_path.read_text()).get("web", {}).get("token")
+        except (OSError, tomllib.TOMLDecodeError):
+            token = None
+    if not token:
+        token = secrets.token_urlsafe(18)
+        fd = os.open(secrets_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f'[web]\ntoken = "{token}"\n')
+    os.chmod(secrets_path, 0o600)
+    lines = [
+        "# written by `quartier demo`: the demo node (a simulated meter), usable with `quartier web --config`",
+        "[[sources]]",
+        'type = "simulated"',
+        f"speed = {args.speed!r}",
+        f"seed = {args.seed}",
+    ]
+    if args.start:
+        lines.append(f"start = {json.dumps(args.start)}")
+    lines += [
+        "[store]",
+        f"path = {json.dumps(str(d / 'quartier.sqlite'))}",
+        "[daemon]",
+        f"runtime_dir = {json.dumps(str(d))}",
+        "health_interval_s = 2",
+        f"secrets_file = {json.dumps(str(secrets_path))}",
+        "[web]",
+        'host = "127.0.0.1"',
+        f"port = {args.port}",
+    ]
+    path = d / "quartier.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path, token
+
+
+def _start_demo_web(config_path: Path, port: int, d: Path):
+    """The web service in a process of its own (``quartier web``), as on a node."""
+    import subprocess
+
+    log = open(d / "web.log", "ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "web", "--config", str(config_path), "--host", "127.0.0.1", "--port", str(port)],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+    )
+
+
+def _stop_child(proc) -> None:
+    import subprocess
+
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
 
 
 def cmd_replay(args) -> int:

@@ -11,6 +11,7 @@ A bad config fails at start with the key, the value and the reason: :class:`Conf
 from __future__ import annotations
 
 import os
+import re
 import stat
 import tomllib
 from pathlib import Path
@@ -20,7 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-SECRET_KEYS = {("influx", "token")}
+SECRET_KEYS = {("influx", "token"), ("web", "token"), ("mqtt", "password"), ("uplink", "password")}
 
 
 class ConfigError(Exception):
@@ -51,7 +52,59 @@ class SimulatedSource(_Section):
     start: str | None = None  # ISO 8601; default: today 10:00 local (the sun is up)
 
 
-Source = Annotated[P1Source | SimulatedSource, Field(discriminator="type")]
+class FluksoSensor(_Section):
+    """One Fluksometer sensor: what it measures for which meter (roles: see flukso/sensors.py)."""
+
+    id: str  # the sensor id, 32 hex digits
+    role: Literal["grid_import", "grid_export", "grid_net", "production", "consumption"]
+    meter_id: str | None = None  # default: the source's meter_id; a PV or circuit meter gets its own
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not re.fullmatch(r"[0-9a-fA-F]{32}", v.strip()):
+            raise ValueError("must be a Fluksometer sensor id (32 hexadecimal digits)")
+        return v.strip().lower()
+
+
+class FluksoSource(_Section):
+    """A Fluksometer (FLM02 or FLM03) read from its own MQTT broker. The password, if the broker
+    wants one, goes in the secrets file: ``[flukso."<meter_id>"] password = "..."``."""
+
+    type: Literal["flukso"] = "flukso"
+    host: str  # the Fluksometer's address on the LAN
+    port: int = Field(default=1883, ge=1, le=65535)
+    client_id: str | None = None  # fixed across restarts (persistent session); default quartier-<hostname>-<meter_id>
+    device: str | None = None  # the Fluksometer's device id: its sensor config is checked against sensors
+    meter_id: str  # the meter the grid roles feed (a Fluksometer announces no meter id)
+    sensors: list[FluksoSensor] = Field(min_length=1)
+    username: str | None = None
+    password: SecretStr | None = None  # secrets file only
+    clock: Literal["pi", "sensor"] = "pi"  # "sensor": trust the Fluksometer's timestamps (emulator, demo)
+    stale_after_s: float = Field(default=120, gt=0)  # older samples are not live (retained leftovers)
+    future_tolerance_s: float = Field(default=10, ge=0)
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    backoff_max_s: float = Field(default=30, gt=0)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[0-9a-fA-F]{32}", v):
+            raise ValueError("must be a Fluksometer device id (32 hexadecimal digits)")
+        return v.lower() if v else v
+
+    @model_validator(mode="after")
+    def _roles(self) -> FluksoSource:
+        from flukso.sensors import Assignment, Role, RoleError, plan_meters
+
+        try:
+            plan_meters(Assignment(s.id, Role(s.role), s.meter_id or self.meter_id) for s in self.sensors)
+        except RoleError as exc:
+            raise ValueError(f"sensors: {exc}") from None
+        return self
+
+
+Source = Annotated[P1Source | SimulatedSource | FluksoSource, Field(discriminator="type")]
 
 
 class StoreConfig(_Section):
@@ -99,6 +152,102 @@ class DaemonConfig(_Section):
         return v
 
 
+class SignalConfig(_Section):
+    """Consume-now signal (services/signal.py): thresholds in W of projected quarter-hour surplus."""
+
+    green_enter_w: float = Field(default=500, ge=0)
+    green_exit_w: float = Field(default=250, ge=0)
+    red_enter_w: float = 0
+    red_exit_w: float = 150
+    hold_s: float = Field(default=120, ge=0, le=3600)  # minimum time a state is shown
+    stale_after_s: float = Field(default=30, gt=0)
+
+    @model_validator(mode="after")
+    def _order(self) -> SignalConfig:
+        if not self.red_enter_w < self.red_exit_w <= self.green_enter_w:
+            raise ValueError("need red_enter_w < red_exit_w <= green_enter_w")
+        if not self.red_enter_w < self.green_exit_w <= self.green_enter_w:
+            raise ValueError("need red_enter_w < green_exit_w <= green_enter_w")
+        return self
+
+
+class WebConfig(_Section):
+    """The node's web service (``quartier web``): page, API, live stream."""
+
+    host: str = "0.0.0.0"  # read endpoints are open on the LAN by default
+    port: int = Field(default=8080, ge=1, le=65535)
+    token: SecretStr = SecretStr("")  # bearer token for state-changing endpoints (secrets file)
+    cors_origins: list[str] = Field(default_factory=list)  # no CORS unless listed
+    meter_id: str | None = None  # the meter the page shows (default: the first one seen)
+    language: Literal["auto", "fr", "nl", "en"] = "auto"
+    grid_price_eur_kwh: float | None = Field(default=None, ge=0)  # for the savings figure
+    shared_price_eur_kwh: float | None = Field(default=None, ge=0)
+    stream_interval_s: float = Field(default=1.0, ge=0.2, le=60)
+    signal: SignalConfig = SignalConfig()
+
+
+class MqttConfig(_Section):
+    """The home-automation feed (Home Assistant discovery) on the node's broker."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr = SecretStr("")  # secrets file
+    base_topic: str = "quartier"
+    node_id: str | None = None  # default: the host name
+    discovery: bool = True
+    discovery_prefix: str = "homeassistant"
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+
+    @field_validator("base_topic", "discovery_prefix")
+    @classmethod
+    def _topic(cls, v: str) -> str:
+        if not v or any(c in v for c in "+#\0") or v.startswith("/") or v.endswith("/"):
+            raise ValueError("must be a topic without wildcards (+ #) and without a leading or trailing /")
+        return v
+
+    @field_validator("node_id")
+    @classmethod
+    def _node_id(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", v):
+            raise ValueError("only letters, digits, _ and - (Home Assistant's rule for discovery ids)")
+        return v
+
+
+class UplinkConfig(_Section):
+    """The community uplink (``gateway.uplink``): closed quarter-hours and the live summary to the
+    community broker; the operation's totals and signal come back. ``quartier community provision``
+    writes this section and the password for a new gateway."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=8883, ge=1, le=65535)
+    ca_file: Path | None = None  # the community CA; unset = plain TCP (loopback tests only)
+    community: str | None = None
+    operation: str | None = None
+    pseudonym: str | None = None  # this meter's pseudonymous id, also the broker username
+    password: SecretStr = SecretStr("")  # secrets file
+    meter_id: str | None = None  # the local meter that is this member; unset = every local meter
+    live_interval_s: float = Field(default=5.0, gt=0)
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+
+    @field_validator("community", "operation", "pseudonym")
+    @classmethod
+    def _segment(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", v):
+            raise ValueError("only letters, digits, '_', '.' and '-' (a topic level), at most 64")
+        return v
+
+    @model_validator(mode="after")
+    def _complete(self) -> UplinkConfig:
+        if self.enabled:
+            missing = [k for k in ("community", "operation", "pseudonym") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"uplink.enabled needs {', '.join(missing)} (written by quartier community provision)")
+        return self
+
+
 class Config(BaseSettings):
     """The whole node configuration. Field order is the file's section order."""
 
@@ -108,6 +257,9 @@ class Config(BaseSettings):
     store: StoreConfig = StoreConfig()
     influx: InfluxConfig = InfluxConfig()
     daemon: DaemonConfig = DaemonConfig()
+    web: WebConfig = WebConfig()
+    mqtt: MqttConfig = MqttConfig()
+    uplink: UplinkConfig = UplinkConfig()
 
     @model_validator(mode="after")
     def _influx_token(self) -> Config:
@@ -166,7 +318,7 @@ def format_validation_error(exc: ValidationError, data: dict[str, Any]) -> str:
     """``influx.url = 'ftp://x': must start with http:// or https://`` — one line per problem."""
     lines = []
     for err in exc.errors():
-        loc = [str(p) for p in err["loc"] if not (isinstance(p, str) and p in ("p1", "simulated"))]
+        loc = [str(p) for p in err["loc"] if not (isinstance(p, str) and p in ("p1", "simulated", "flukso"))]
         key = ".".join(loc) or "(file)"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
@@ -176,10 +328,45 @@ def format_validation_error(exc: ValidationError, data: dict[str, Any]) -> str:
             continue
         value = err.get("input")
         shown = "" if isinstance(value, dict) or err["type"] == "missing" else f" = {value!r}"
-        if key.endswith("token"):
+        if key.endswith(("token", "password")):
             shown = " = '***'"
         lines.append(f"{key}{shown}: {msg}")
     return "\n".join(lines)
+
+
+def _refuse_flukso_secrets(data: dict[str, Any]) -> None:
+    """A Fluksometer broker password lives in the secrets file, keyed by the source's meter_id."""
+    if "flukso" in data:
+        raise ConfigError(
+            "flukso: Fluksometer credentials do not belong in the config file; move the section to the "
+            "secrets file (daemon.secrets_file, mode 0600)"
+        )
+    sources = data.get("sources")
+    for i, src in enumerate(sources if isinstance(sources, list) else []):
+        if isinstance(src, dict) and src.get("type") == "flukso" and "password" in src:
+            raise ConfigError(
+                f"sources.{i}.password: secrets do not belong in the config file; put it in the secrets file "
+                f"(daemon.secrets_file, mode 0600) as [flukso.\"{src.get('meter_id', '<meter_id>')}\"] password = \"...\""
+            )
+
+
+def _apply_flukso_secrets(data: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
+    """``[flukso."<meter_id>"] password = ...`` (and username) from the secrets file onto that source."""
+    flukso = secrets.get("flukso")
+    if flukso is None:
+        return secrets
+    if not isinstance(flukso, dict):
+        raise ConfigError('secrets file: flukso: expected sections [flukso."<meter_id>"] with password = "..."')
+    sources = data.get("sources") if isinstance(data.get("sources"), list) else []
+    for meter_id, creds in flukso.items():
+        targets = [s for s in sources if isinstance(s, dict) and s.get("type") == "flukso" and s.get("meter_id") == meter_id]
+        if not targets:
+            raise ConfigError(f"secrets file: flukso.{meter_id}: no flukso source has meter_id {meter_id!r}")
+        if not isinstance(creds, dict) or set(creds) - {"username", "password"}:
+            raise ConfigError(f"secrets file: flukso.{meter_id}: only username and password belong here")
+        for src in targets:
+            src.update(creds)
+    return {k: v for k, v in secrets.items() if k != "flukso"}
 
 
 def load_config(path: str | Path | None) -> Config:
@@ -193,6 +380,7 @@ def load_config(path: str | Path | None) -> Config:
                 f"{section}.{key}: secrets do not belong in the config file; move it to the secrets file "
                 f"(daemon.secrets_file, mode 0600) or the environment (QUARTIER_{section.upper()}__{key.upper()})"
             )
+    _refuse_flukso_secrets(data)
     daemon = data.get("daemon")
     secrets_path = daemon.get("secrets_file") if isinstance(daemon, dict) else None
     secrets_path = os.environ.get("QUARTIER_DAEMON__SECRETS_FILE", secrets_path)
@@ -200,6 +388,7 @@ def load_config(path: str | Path | None) -> Config:
         sp = Path(secrets_path)
         secrets = _read_toml(sp, "secrets file")
         _check_secret_mode(sp)
+        secrets = _apply_flukso_secrets(data, secrets)
         data = _merge(data, secrets)
     try:
         return Config(**data)
@@ -216,6 +405,17 @@ type = "p1"             # the meter's P1 port
 port = "/dev/p1"        # stable name given by deploy/99-quartier-p1.rules
 baudrate = "auto"       # 115200 8N1 (DSMR 4/5, e-MUCS) or 9600 7E1 (DSMR 2.2/3), detected
 
+# [[sources]]           # a Fluksometer (FLM02/FLM03) on the LAN; `quartier flukso listen` lists its sensors
+# type = "flukso"
+# host = "192.168.1.50"
+# meter_id = "home"     # the grid meter the roles below feed
+# sensors = [
+#   { id = "<32 hex>", role = "grid_import" },          # FLM03 P1 pplus (or grid_net: FLM02 P1)
+#   { id = "<32 hex>", role = "grid_export" },          # FLM03 P1 pminus
+#   { id = "<32 hex>", role = "production", meter_id = "home-pv" },  # the inverter's circuit
+# ]
+# password: secrets file, [flukso."home"] password = "..."
+
 [store]
 path = "/var/lib/quartier/quartier.sqlite"
 retention_days = 800    # closed quarter-hours kept locally (pushed ones only are ever deleted)
@@ -231,4 +431,22 @@ bucket = "quartier"
 timezone = "Europe/Brussels"
 runtime_dir = "/run/quartier"
 # secrets_file = "/etc/quartier/secrets.toml"
+
+[web]                   # quartier web: the page, the API and the live stream
+host = "0.0.0.0"        # read endpoints open on the LAN; state changes need web.token (secrets file)
+port = 8080
+# grid_price_eur_kwh = 0.32     # to show savings on shared energy
+# shared_price_eur_kwh = 0.15
+
+[web.signal]            # consume-now signal, W of projected quarter-hour surplus
+green_enter_w = 500
+green_exit_w = 250
+hold_s = 120
+
+[mqtt]                  # Home Assistant feed; mqtt.password goes in the secrets file
+enabled = false
+host = "127.0.0.1"
+port = 1883
+base_topic = "quartier"
+discovery_prefix = "homeassistant"
 """

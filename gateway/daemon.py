@@ -46,6 +46,7 @@ class Daemon:
     stop_event: threading.Event = field(default_factory=threading.Event)
     store: object | None = None
     started_at: float = field(default_factory=time.monotonic)
+    live: object | None = None  # gateway.live.LivePublisher: snapshots for the web service
     _clock_synced: bool | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -55,6 +56,8 @@ class Daemon:
 
         cfg = self.config
         sink_names = ["influx"] if cfg.influx.enabled else []
+        if cfg.uplink.enabled:
+            sink_names.append("uplink")
         cfg.store.path.parent.mkdir(parents=True, exist_ok=True)
         self.store = Store(
             cfg.store.path,
@@ -64,6 +67,9 @@ class Daemon:
             max_bytes=cfg.store.max_mb * 1024 * 1024,
         )
         self._clock_synced = clock_synchronised()
+        from gateway.live import SOCKET_NAME, LivePublisher
+
+        self.live = LivePublisher(cfg.daemon.runtime_dir / SOCKET_NAME)
         if cfg.influx.enabled:
             from gateway.sinks.influx import InfluxSink
 
@@ -79,6 +85,12 @@ class Daemon:
                     backoff_max_s=cfg.influx.backoff_max_s,
                 )
             )
+        if cfg.uplink.enabled:  # the community uplink: its outbox is "uplink" (gateway/uplink.py)
+            from gateway.uplink import Uplink, UplinkSink, live_source_for, settings_from_config
+
+            up = settings_from_config(cfg.uplink)
+            self.sinks.append(UplinkSink(self.store, Uplink(up), live_source=live_source_for(
+                lambda: [r.pipeline for r in self.runners], up)))
         for i, src in enumerate(cfg.sources):
             self.runners.append(self._make_runner(i, src))
 
@@ -87,14 +99,37 @@ class Daemon:
             sink.notify()
 
     def _make_runner(self, index: int, src) -> _SourceRunner:
-        pipeline = Pipeline(
+        from gateway.live import LivePipeline
+
+        pipeline = LivePipeline(
             self.store,
+            publisher=self.live,
             max_gap=timedelta(seconds=self.config.daemon.max_interpolation_gap_s),
             meter_id=getattr(src, "meter_id", None),
             on_commit=self._notify_sinks,
             clock_synced=lambda: self._clock_synced is not False,
         )
         runner = _SourceRunner(name=f"{src.type}{index}", pipeline=pipeline)
+        from gateway.config import FluksoSource
+
+        if isinstance(src, FluksoSource):
+            # readings, not telegrams: the client's paho network loop runs in this source's reader thread
+            from flukso.client import client_for_source
+            from gateway.pipeline import MeterHealth
+
+            def rejected(meter_id: str) -> None:  # bad Flukso input counts against its meter in health
+                pipeline.health.setdefault(meter_id, MeterHealth()).rejected += 1
+
+            runner.reader = client_for_source(
+                src,
+                on_reading=pipeline.feed_reading,
+                baseline=self.store.last_boundary,
+                clock_synced=lambda: self._clock_synced,
+                on_rejected=rejected,
+            )
+            log.info("flukso.source", extra={"broker": runner.reader.port, "meters": len({s.meter_id or src.meter_id for s in src.sensors}),
+                                             "sensors": len(src.sensors), "clock": src.clock})
+            return runner
         if isinstance(src, SimulatedSource):
             from gateway.pty_meter import PtyMeter
             from gateway.simulator import MeterSimulator
@@ -115,6 +150,11 @@ class Daemon:
         return runner
 
     def start(self) -> None:
+        try:  # the live feed is a convenience: metering goes on without it
+            if self.live is not None:
+                self.live.start()
+        except OSError as exc:
+            log.error("live.unavailable", extra={"error": str(exc)})
         for runner in self.runners:
             runner.thread = threading.Thread(target=self._read_loop, args=(runner,), name=f"reader-{runner.name}", daemon=True)
             runner.thread.start()
@@ -127,6 +167,10 @@ class Daemon:
         """Reader thread: never dies on a bad telegram; the serial reader itself reconnects."""
         while not self.stop_event.is_set():
             try:
+                if getattr(runner.reader, "source_type", None) == "flukso":
+                    runner.reader.run(self.stop_event)  # returns on stop; reconnects with backoff itself
+                    self.stop_event.wait(1.0)
+                    continue
                 for telegram in runner.reader:
                     runner.pipeline.feed_telegram(telegram)
                     if self.stop_event.is_set():
@@ -200,6 +244,8 @@ class Daemon:
             runner.pipeline.flush()
         for t in self.sink_threads:
             t.join(timeout=5)
+        if self.live is not None:
+            self.live.stop()
         try:
             self._write_health(self.health())
         except Exception:
@@ -263,6 +309,7 @@ class Daemon:
             "outbox_depth": self.store.outbox_depth() if self.store else None,
             "sinks": sinks,
             "clock_synchronised": self._clock_synced,
+            "live": vars(self.live.stats).copy() if self.live is not None else None,
         }
 
     def _write_health(self, health: dict) -> None:

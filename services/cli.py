@@ -1,4 +1,4 @@
-"""Subcommands of the ``services`` package: ``quartier allocate`` and ``quartier simulate``.
+"""Subcommands of the ``services`` package: ``quartier allocate``, ``quartier simulate``, ``quartier web``.
 
 ``register`` only declares arguments; each handler imports what it needs (numpy, the engine,
 matplotlib for a chart) when it runs. Input errors are one line on stderr and exit status 2.
@@ -15,6 +15,10 @@ USER_ERROR = 2
 def register(subparsers: argparse._SubParsersAction) -> None:
     _register_allocate(subparsers)
     _register_simulate(subparsers)
+    _register_web(subparsers)
+    from services.community.cli import register as _register_community  # the community server (issue 7)
+
+    _register_community(subparsers)
 
 
 def _fail(command: str, message: str) -> int:
@@ -167,4 +171,50 @@ def _simulate(args: argparse.Namespace) -> int:
             return _fail("simulate", f"cannot write {args.chart}: {exc.strerror or exc}")
     for path in (p for p in (args.csv, args.chart) if p and p != "-"):
         print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+# --- web ---------------------------------------------------------------------------------------
+
+
+def _register_web(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "web",
+        help="run the node's web service: page, API, live stream, consume-now signal, MQTT feed",
+        description="Serve the local page and the API (GET /api/v1/live, /signal, /quarter-hours, /allocation, "
+        "/health, /stream; docs at /api/docs). Reads the daemon's live socket (daemon.runtime_dir/live.sock) and "
+        "its SQLite store read-only, in a process of its own: it cannot disturb metering. Publishes the MQTT "
+        "feed when [mqtt] enabled = true.",
+    )
+    p.add_argument("--config", "-c", required=True, metavar="FILE", help="the node's TOML configuration (as for quartier run)")
+    p.add_argument("--host", help="bind address (default web.host)")
+    p.add_argument("--port", type=int, help="port (default web.port)")
+    p.set_defaults(func=_web)
+
+
+def _web(args: argparse.Namespace) -> int:
+    from gateway.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        return _fail("web", str(exc))
+    if args.port is not None and not 0 <= args.port <= 65535:
+        return _fail("web", f"--port {args.port}: not a TCP port (0-65535)")
+    import socket
+
+    host = args.host or cfg.web.host
+    port = cfg.web.port if args.port is None else args.port
+    try:  # a clear message now rather than uvicorn's after start-up
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no conflict
+            s.bind((host, port))
+    except OSError as exc:
+        return _fail("web", f"cannot serve on {host}:{port}: {exc.strerror or exc} (web.host, web.port or --host/--port)")
+    from services.web.server import serve
+
+    try:
+        serve(cfg, host=host, port=port)
+    except OSError as exc:
+        return _fail("web", f"cannot serve: {exc.strerror or exc}")
     return 0

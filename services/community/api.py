@@ -1,0 +1,154 @@
+"""The operator's API and page: members online, last data, completeness per day, allocation per member
+and month (provisional, and the grid operator's binding figure once imported), the key in use.
+
+Every endpoint needs ``Authorization: Bearer <token>`` (one of ``api.tokens``): the figures are
+per-member personal data. The page itself is static and asks for the token once.
+"""
+
+from __future__ import annotations
+
+import hmac
+from calendar import monthrange
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse
+
+from services.community.ledger import Ledger
+from services.community.roster import Roster
+
+
+def _local_day(day: date, tz: str) -> tuple[datetime, datetime]:
+    z = ZoneInfo(tz)
+    start = datetime(day.year, day.month, day.day, tzinfo=z)
+    end = datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=z)
+    return start, end
+
+
+def create_app(roster: Roster, ledger: Ledger, tokens: list[str], server: Any = None) -> FastAPI:
+    """``server``: the running :class:`CommunityServer` (live totals, stats), optional."""
+    if not tokens:
+        raise ValueError("api.tokens: at least one operator token is needed (secrets file)")
+    app = FastAPI(title="Quartier community", docs_url=None, redoc_url=None)
+
+    def auth(request: Request) -> None:
+        header = request.headers.get("authorization", "")
+        given = header[7:] if header.lower().startswith("bearer ") else ""
+        if not given or not any(hmac.compare_digest(given, t) for t in tokens):
+            raise HTTPException(401, "operator token required (Authorization: Bearer ...)")
+
+    def op_or_404(op: str) -> Any:
+        if op not in roster.operations:
+            raise HTTPException(404, f"no operation {op!r}")
+        return roster.operations[op]
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> str:
+        return PAGE
+
+    @app.get("/api/v1/operations", dependencies=[Depends(auth)])
+    def operations() -> list[dict[str, Any]]:
+        out = []
+        for op in roster.operations.values():
+            totals = server.last_totals.get(op.id) if server is not None else None
+            out.append({
+                "id": op.id, "name": op.name, "key": op.key_label, "rounds": list(op.key_rounds),
+                "settings": op.settings.model_dump(), "members": len(op.members),
+                "metered_members": len(roster.members_of(op.id)),
+                "live": totals.model_dump(mode="json") if totals is not None else None,
+            })
+        return out
+
+    @app.get("/api/v1/operations/{op}/members", dependencies=[Depends(auth)])
+    def members(op: str) -> list[dict[str, Any]]:
+        o = op_or_404(op)
+        presence = ledger.presence(op)
+        live = server.live.get(op, {}) if server is not None else {}
+        out = []
+        for m in o.members:
+            p = presence.get(m.id)
+            lv = live.get(m.id)
+            out.append({
+                "id": m.id, "name": m.name, "role": m.role, "metered": m.meter is not None,
+                "status": p[0] if p else "never seen",
+                "status_since": datetime.fromtimestamp(p[1]).astimezone().isoformat() if p else None,
+                "last_quarter_hour": datetime.fromtimestamp(p[2]).astimezone().isoformat() if p and p[2] else None,
+                "last_live": lv[0].time.isoformat() if lv else None,
+            })
+        return out
+
+    @app.get("/api/v1/operations/{op}/completeness", dependencies=[Depends(auth)])
+    def completeness(op: str, day: date = Query(..., description="local day, YYYY-MM-DD")) -> dict[str, Any]:
+        o = op_or_404(op)
+        start, end = _local_day(day, o.timezone)
+        expected = int((end - start).total_seconds() // 900)  # 92, 96 or 100 with DST
+        have = ledger.completeness(op, start, end)
+        return {"day": day.isoformat(), "expected": expected, "members": {
+            s.member: {"received": have.get(s.member, 0), "ratio": round(have.get(s.member, 0) / expected, 4)}
+            for s in roster.members_of(op)}}
+
+    @app.get("/api/v1/operations/{op}/allocation", dependencies=[Depends(auth)])
+    def allocation(op: str, month: str = Query(..., pattern=r"^\d{4}-\d{2}$")) -> dict[str, Any]:
+        o = op_or_404(op)
+        y, mo = int(month[:4]), int(month[5:])
+        if not 1 <= mo <= 12:
+            raise HTTPException(422, "month: 01-12")
+        z = ZoneInfo(o.timezone)
+        start = datetime(y, mo, 1, tzinfo=z)
+        end = start + timedelta(days=monthrange(y, mo)[1])
+        end = end.replace(tzinfo=z)
+        rows = ledger.allocation_totals(op, start, end)
+        binding = False
+        for r in rows.values():
+            r["provisional_received_wh"] = r.get("received_wh")
+            if "grid_received_wh" in r:  # the grid operator's binding figure replaces the provisional one
+                binding = True
+                if r.get("received_wh") is not None:
+                    r["difference_wh"] = r["received_wh"] - r["grid_received_wh"]
+                r["received_wh"] = r["grid_received_wh"]
+            r["source"] = "grid" if "grid_received_wh" in r else "provisional"
+        return {"month": month, "key": o.key_label, "provisional": not binding, "members": rows}
+
+    @app.get("/api/v1/stats", dependencies=[Depends(auth)])
+    def stats() -> dict[str, Any]:
+        if server is None:
+            return {}
+        st = server.stats
+        return {k: v for k, v in vars(st).items() if k != "latencies_s"}
+
+    return app
+
+
+PAGE = """<!doctype html><html lang="en"><meta charset="utf-8"><title>Quartier community</title>
+<style>body{font:15px system-ui;margin:1.5em;max-width:70em}table{border-collapse:collapse}td,th{padding:.2em .6em;
+border-bottom:1px solid #ddd;text-align:left}.online{color:#070}.offline,.never{color:#a00}</style>
+<h1>Quartier community</h1><p id=msg></p><div id=ops></div>
+<script>
+let token = localStorage.getItem('qtoken') || prompt('Operator token');
+localStorage.setItem('qtoken', token);
+const get = p => fetch(p, {headers: {Authorization: 'Bearer ' + token}}).then(r => {
+  if (r.status === 401) { localStorage.removeItem('qtoken'); throw new Error('token refused'); } return r.json(); });
+const esc = s => String(s ?? '').replace(/[&<>"]/g, c => ({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c]));
+async function load() {
+  const ops = await get('/api/v1/operations');
+  const month = new Date().toISOString().slice(0, 7), day = new Date().toISOString().slice(0, 10);
+  let html = '';
+  for (const op of ops) {
+    const [mem, alloc, comp] = await Promise.all([get(`/api/v1/operations/${op.id}/members`),
+      get(`/api/v1/operations/${op.id}/allocation?month=${month}`), get(`/api/v1/operations/${op.id}/completeness?day=${day}`)]);
+    const live = op.live ? `live: pool ${op.live.pool_w} W, consumption ${op.live.consumption_w} W, signal <b>${op.live.signal}</b>,
+      ${op.live.members_reporting}/${op.live.members_total} reporting` : 'no live data';
+    html += `<h2>${esc(op.name || op.id)}</h2><p>key in use: <b>${esc(op.key)}</b> (${esc(op.rounds.join(', '))}); ${live}</p>
+      <table><tr><th>member</th><th>role</th><th>status</th><th>last quarter-hour</th><th>today</th>
+      <th>received ${month} (Wh)</th><th>provisional</th><th>difference</th></tr>` +
+      mem.map(m => { const a = alloc.members[m.id] || {}, c = comp.members[m.id];
+        return `<tr><td>${esc(m.id)}</td><td>${esc(m.role)}</td><td class="${esc(m.status.split(' ')[0])}">${esc(m.status)}</td>
+        <td>${esc(m.last_quarter_hour)}</td><td>${c ? c.received + '/' + comp.expected : ''}</td><td>${a.received_wh ?? ''} ${a.source === 'grid' ? '(grid operator)' : '(provisional)'}</td>
+        <td>${a.provisional_received_wh ?? ''}</td><td>${a.difference_wh ?? ''}</td></tr>`; }).join('') + '</table>';
+  }
+  document.getElementById('ops').innerHTML = html;
+}
+load().catch(e => document.getElementById('msg').textContent = e.message); setInterval(() => load().catch(() => {}), 10000);
+</script></html>"""

@@ -1,0 +1,105 @@
+"""The community server's configuration: one TOML file plus a secrets file (mode 0600).
+
+``quartier community --config FILE`` reads it; errors name the key. Secrets (the pseudonym secret,
+the broker password, the InfluxDB token, the operator API tokens) are refused in the main file.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+
+class ConfigError(Exception):
+    """A configuration problem, worded for the operator."""
+
+
+class _S(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSection(_S):
+    community_file: Path
+    database: Path = Path("/var/lib/quartier/community.sqlite")
+    operations: list[str] = Field(default_factory=list)  # this shard's operations; empty = all
+    share_group: str | None = None  # MQTT v5 shared subscription group (docs/fleet.md)
+    deadline_s: float = Field(default=300, ge=0)  # after a quarter-hour's end: allocate with estimates
+    totals_interval_s: float = Field(default=2.0, gt=0)
+    live_stale_s: float = Field(default=30.0, gt=0)
+    pseudonym_secret: SecretStr = SecretStr("")  # secrets file
+
+
+class BrokerSection(_S):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8883, ge=1, le=65535)
+    ca_file: Path | None = None  # None: plain TCP (loopback only)
+    username: str | None = None
+    password: SecretStr = SecretStr("")  # secrets file
+    client_id: str = "quartier-community"
+
+
+class InfluxSection(_S):
+    enabled: bool = False
+    url: str = "http://127.0.0.1:8086"
+    org: str = "quartier"
+    bucket: str = "community"
+    token: SecretStr = SecretStr("")  # secrets file
+    measurement: str = "allocation"
+
+
+class ApiSection(_S):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8090, ge=0, le=65535)
+    tokens: list[SecretStr] = Field(default_factory=list)  # secrets file: operator bearer tokens
+
+
+class ServerConfig(_S):
+    server: ServerSection
+    broker: BrokerSection = BrokerSection()
+    influx: InfluxSection = InfluxSection()
+    api: ApiSection = ApiSection()
+
+
+SECRETS = {("server", "pseudonym_secret"), ("broker", "password"), ("influx", "token"), ("api", "tokens")}
+
+
+def _read(path: Path, what: str) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path}: file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{what} {path}: not valid TOML: {exc}") from None
+
+
+def load_server_config(path: str | Path, secrets_file: str | Path | None = None) -> ServerConfig:
+    path = Path(path)
+    data = _read(path, "config")
+    for section, key in SECRETS:
+        if key in (data.get(section) or {}):
+            raise ConfigError(f"{section}.{key}: secrets do not belong in the config file; put it in the secrets file")
+    secrets_path = secrets_file or data.pop("secrets_file", None)
+    if secrets_path:
+        sp = (path.parent / secrets_path) if not Path(secrets_path).is_absolute() else Path(secrets_path)
+        if os.stat(sp).st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ConfigError(f"secrets file {sp}: readable by other users; chmod 600 it")
+        for section, values in _read(sp, "secrets file").items():
+            data.setdefault(section, {}).update(values)
+    server = data.get("server") or {}
+    if "community_file" in server and not Path(server["community_file"]).is_absolute():
+        server["community_file"] = str(path.parent / server["community_file"])
+    try:
+        cfg = ServerConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ConfigError(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
+    if not cfg.server.pseudonym_secret.get_secret_value():
+        raise ConfigError("server.pseudonym_secret: missing (secrets file): it maps meters to their pseudonyms")
+    return cfg

@@ -1,0 +1,247 @@
+"""The community server's durable state (SQLite): members' quarter-hours, allocations, presence.
+
+Idempotent on (operation, member, start): a re-sent quarter-hour replaces the stored one, and the
+caller learns whether anything changed (a late or corrected value re-runs the allocation). An
+allocation row is provisional until a reconciliation import replaces it with the grid operator's
+binding figure (``source = 'grid'``); both stay visible for the difference report.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from services.community.roster import MemberFigures, QuarterHourResult
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS member_qh (
+    operation TEXT NOT NULL, member TEXT NOT NULL, start INTEGER NOT NULL,
+    import_wh INTEGER NOT NULL, export_wh INTEGER NOT NULL, quality TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    PRIMARY KEY (operation, member, start)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS allocation (
+    operation TEXT NOT NULL, member TEXT NOT NULL, start INTEGER NOT NULL,
+    received_wh INTEGER NOT NULL, injection_shared_wh INTEGER NOT NULL,
+    consumption_wh INTEGER NOT NULL, injection_wh INTEGER NOT NULL,
+    estimated INTEGER NOT NULL, runs INTEGER NOT NULL DEFAULT 1, pushed INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (operation, member, start)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS grid_allocation (
+    operation TEXT NOT NULL, member TEXT NOT NULL, start INTEGER NOT NULL,
+    received_wh INTEGER NOT NULL, imported_from TEXT NOT NULL,
+    PRIMARY KEY (operation, member, start)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS presence (
+    operation TEXT NOT NULL, member TEXT NOT NULL, status TEXT NOT NULL, since REAL NOT NULL,
+    last_qh INTEGER, last_qh_received REAL, last_live REAL,
+    PRIMARY KEY (operation, member)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS allocation_pending ON allocation (pushed) WHERE pushed = 0;
+"""
+
+
+def _ts(t: datetime) -> int:
+    return int(t.timestamp())
+
+
+def _dt(s: int) -> datetime:
+    return datetime.fromtimestamp(s, timezone.utc)
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    operation: str
+    member: str
+    start: datetime
+    import_wh: int
+    export_wh: int
+    quality: str
+    received_at: float
+
+
+class Ledger:
+    """One SQLite file; safe to share between the server's threads (one lock, short transactions)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def add_quarter_hours(self, rows: Sequence[Incoming]) -> list[Incoming]:
+        """Store (replace) the rows in one transaction; return those that are new or changed."""
+        changed: list[Incoming] = []
+        with self._lock:
+            c = self._db
+            c.execute("BEGIN")
+            try:
+                for r in rows:
+                    old = c.execute(
+                        "SELECT import_wh, export_wh, quality FROM member_qh WHERE operation=? AND member=? AND start=?",
+                        (r.operation, r.member, _ts(r.start)),
+                    ).fetchone()
+                    if old == (r.import_wh, r.export_wh, r.quality):
+                        continue  # an at-least-once duplicate: nothing to do
+                    c.execute(
+                        "INSERT OR REPLACE INTO member_qh VALUES (?,?,?,?,?,?,?)",
+                        (r.operation, r.member, _ts(r.start), r.import_wh, r.export_wh, r.quality, r.received_at),
+                    )
+                    c.execute(
+                        "INSERT INTO presence (operation, member, status, since, last_qh, last_qh_received) "
+                        "VALUES (?,?,?,?,?,?) ON CONFLICT (operation, member) DO UPDATE SET "
+                        "last_qh = max(coalesce(last_qh, 0), excluded.last_qh), last_qh_received = excluded.last_qh_received",
+                        (r.operation, r.member, "unknown", r.received_at, _ts(r.start), r.received_at),
+                    )
+                    changed.append(r)
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+        return changed
+
+    def figures(self, operation: str, start: datetime) -> dict[str, MemberFigures]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT member, import_wh, export_wh FROM member_qh WHERE operation=? AND start=?",
+                (operation, _ts(start)),
+            ).fetchall()
+        return {m: MemberFigures(i, e) for m, i, e in rows}
+
+    def last_known(self, operation: str, before: datetime, members: Iterable[str]) -> dict[str, MemberFigures]:
+        out: dict[str, MemberFigures] = {}
+        with self._lock:
+            for m in members:
+                row = self._db.execute(
+                    "SELECT import_wh, export_wh FROM member_qh WHERE operation=? AND member=? AND start<? "
+                    "ORDER BY start DESC LIMIT 1", (operation, m, _ts(before)),
+                ).fetchone()
+                if row:
+                    out[m] = MemberFigures(row[0], row[1])
+        return out
+
+    def save_allocation(self, res: QuarterHourResult) -> None:
+        members = set(res.received_wh) | set(res.injection_shared_wh)
+        est = set(res.estimated)
+        with self._lock:
+            c = self._db
+            c.execute("BEGIN")
+            c.executemany(
+                "INSERT INTO allocation VALUES (?,?,?,?,?,?,?,?,1,0) ON CONFLICT (operation, member, start) DO UPDATE SET "
+                "received_wh=excluded.received_wh, injection_shared_wh=excluded.injection_shared_wh, "
+                "consumption_wh=excluded.consumption_wh, injection_wh=excluded.injection_wh, "
+                "estimated=excluded.estimated, runs=runs+1, pushed=0",
+                [
+                    (res.operation, m, _ts(res.start), res.received_wh.get(m, 0), res.injection_shared_wh.get(m, 0),
+                     res.consumption_wh.get(m, 0), res.injection_wh.get(m, 0), int(m in est))
+                    for m in sorted(members)
+                ],
+            )
+            c.execute("COMMIT")
+
+    def is_allocated(self, operation: str, start: datetime) -> bool:
+        with self._lock:
+            return self._db.execute(
+                "SELECT 1 FROM allocation WHERE operation=? AND start=? LIMIT 1", (operation, _ts(start))
+            ).fetchone() is not None
+
+    def allocated_starts(self, operation: str, since: datetime) -> set[datetime]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT DISTINCT start FROM allocation WHERE operation=? AND start>=?", (operation, _ts(since))
+            ).fetchall()
+        return {_dt(s) for (s,) in rows}
+
+    def pending_starts(self, operation: str, since: datetime) -> list[datetime]:
+        """Quarter-hours with data but no allocation yet (oldest first)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT DISTINCT q.start FROM member_qh q WHERE q.operation=? AND q.start>=? AND NOT EXISTS "
+                "(SELECT 1 FROM allocation a WHERE a.operation=q.operation AND a.start=q.start) ORDER BY q.start",
+                (operation, _ts(since)),
+            ).fetchall()
+        return [_dt(s) for (s,) in rows]
+
+    def unpushed(self, limit: int = 5000) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(
+                "SELECT operation, member, start, received_wh, injection_shared_wh, consumption_wh, injection_wh, "
+                "estimated, runs FROM allocation WHERE pushed=0 LIMIT ?", (limit,),
+            ).fetchall()
+
+    def mark_pushed(self, keys: Sequence[tuple[str, str, int, int]]) -> None:
+        """Mark pushed those rows not re-allocated since (``runs`` still as read)."""
+        with self._lock:
+            c = self._db
+            c.execute("BEGIN")
+            c.executemany("UPDATE allocation SET pushed=1 WHERE operation=? AND member=? AND start=? AND runs=?", keys)
+            c.execute("COMMIT")
+
+    def set_status(self, operation: str, member: str, status: str, at: float) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO presence (operation, member, status, since) VALUES (?,?,?,?) "
+                "ON CONFLICT (operation, member) DO UPDATE SET status=excluded.status, since=excluded.since",
+                (operation, member, status, at),
+            )
+
+    def presence(self, operation: str) -> dict[str, tuple]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT member, status, since, last_qh, last_qh_received FROM presence WHERE operation=?", (operation,)
+            ).fetchall()
+        return {r[0]: r[1:] for r in rows}
+
+    def completeness(self, operation: str, start: datetime, end: datetime) -> dict[str, int]:
+        """Quarter-hours received per member in [start, end)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT member, count(*) FROM member_qh WHERE operation=? AND start>=? AND start<? GROUP BY member",
+                (operation, _ts(start), _ts(end)),
+            ).fetchall()
+        return dict(rows)
+
+    def allocation_totals(self, operation: str, start: datetime, end: datetime) -> dict[str, dict[str, int]]:
+        """Per member over [start, end): provisional received, injection shared, consumption, estimated
+        quarter-hours, and (where imported) the grid operator's binding received figure."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT member, sum(received_wh), sum(injection_shared_wh), sum(consumption_wh), sum(injection_wh), "
+                "sum(estimated), count(*) FROM allocation WHERE operation=? AND start>=? AND start<? GROUP BY member",
+                (operation, _ts(start), _ts(end)),
+            ).fetchall()
+            grid = dict(self._db.execute(
+                "SELECT member, sum(received_wh) FROM grid_allocation WHERE operation=? AND start>=? AND start<? "
+                "GROUP BY member", (operation, _ts(start), _ts(end)),
+            ).fetchall())
+        out = {
+            m: {"received_wh": r, "injection_shared_wh": s, "consumption_wh": c, "injection_wh": i,
+                "estimated_quarter_hours": e, "quarter_hours": n}
+            for m, r, s, c, i, e, n in rows
+        }
+        for m, g in grid.items():
+            out.setdefault(m, {})["grid_received_wh"] = g
+        return out
+
+    def import_grid(self, operation: str, rows: Sequence[tuple[str, datetime, int]], source: str) -> int:
+        """Store the grid operator's binding per-member figures (member, quarter-hour or month start, Wh)."""
+        with self._lock:
+            c = self._db
+            c.execute("BEGIN")
+            c.executemany(
+                "INSERT OR REPLACE INTO grid_allocation VALUES (?,?,?,?,?)",
+                [(operation, m, _ts(t), wh, source) for m, t, wh in rows],
+            )
+            c.execute("COMMIT")
+        return len(rows)

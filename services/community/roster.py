@@ -1,0 +1,120 @@
+"""Who is who on the wire, and one operation's quarter-hour allocation from its members' data. Pure.
+
+The community file (``services.allocation.load_community``) lists each member's meter EAN; the
+server derives each meter's pseudonym with the community secret, so the wire carries only
+pseudonyms and the operator's views show member ids.
+
+A quarter-hour is allocated when every member with a meter has sent it, or, once the deadline has
+passed, with the missing members *estimated* (their last known quarter-hour, or 0) and marked.
+Data that arrives later replaces the estimate and the quarter-hour is allocated again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from services.allocation import Settings, allocate_quarter_hour
+from services.allocation.model import Community, Operation
+from services.community.wire import pseudonym
+
+
+@dataclass(frozen=True, slots=True)
+class Seat:
+    """One metered member of one operation, as the server knows it."""
+
+    operation: str
+    member: str
+    pseudonym: str
+    receives: bool
+    produces: bool
+
+
+@dataclass(frozen=True)
+class Roster:
+    """Pseudonym -> seat for the community's (or this shard's) operations."""
+
+    community: str
+    operations: Mapping[str, Operation]
+    seats: Mapping[str, Seat]  # by pseudonym
+
+    @classmethod
+    def build(cls, community: Community, secret: str, only: list[str] | None = None) -> Roster:
+        ops = {op.id: op for op in community.operations if not only or op.id in only}
+        missing = sorted(set(only or ()) - set(ops))
+        if missing:
+            raise ValueError(f"operations: {', '.join(missing)} not in the community file")
+        seats: dict[str, Seat] = {}
+        for op in ops.values():
+            for m in op.members:
+                if m.meter is None:
+                    continue  # a member without a meter cannot report: it is never waited for
+                p = pseudonym(m.meter, secret)
+                seats[p] = Seat(op.id, m.id, p, m.receives, m.produces)
+        return cls(community.id, ops, seats)
+
+    def members_of(self, operation: str) -> list[Seat]:
+        return [s for s in self.seats.values() if s.operation == operation]
+
+
+@dataclass(frozen=True, slots=True)
+class MemberFigures:
+    import_wh: int
+    export_wh: int
+    estimated: bool = False
+
+
+@dataclass(frozen=True)
+class QuarterHourResult:
+    """One operation's provisional allocation of one quarter-hour, per member."""
+
+    operation: str
+    start: datetime
+    received_wh: dict[str, int]  # participant -> shared energy allocated
+    injection_shared_wh: dict[str, int]  # producer -> part of its injection that went to members
+    consumption_wh: dict[str, int]
+    injection_wh: dict[str, int]
+    estimated: tuple[str, ...]  # members whose figures were estimated
+    pool_wh: int
+    shared_wh: int
+    total_consumption_wh: int
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def fill_missing(
+    seats: list[Seat], have: Mapping[str, MemberFigures], last_known: Mapping[str, MemberFigures]
+) -> dict[str, MemberFigures]:
+    """Every seat's figures for a quarter-hour: what it sent, else its last known quarter-hour
+    (persistence: a household's next quarter-hour resembles its last), else 0; estimates marked."""
+    out: dict[str, MemberFigures] = {}
+    for s in seats:
+        if s.member in have:
+            out[s.member] = have[s.member]
+        else:
+            prev = last_known.get(s.member)
+            out[s.member] = MemberFigures(prev.import_wh if prev else 0, prev.export_wh if prev else 0, True)
+    return out
+
+
+def allocate_operation(op: Operation, start: datetime, figures: Mapping[str, MemberFigures]) -> QuarterHourResult:
+    """The engine's single-quarter-hour path over the operation's members' figures."""
+    participants = op.participants
+    consumption = {m: figures[m].import_wh for m in participants if m in figures}
+    production = {m: figures[m].export_wh for m in op.producers if m in figures}
+    res = allocate_quarter_hour(
+        consumption, production, op.key_rounds, shares=op.shares, settings=op.settings or Settings(),
+        start=start, members=participants,
+    )
+    return QuarterHourResult(
+        operation=op.id,
+        start=start,
+        received_wh={m: int(v) for m, v in res.allocated_wh.items()},
+        injection_shared_wh={p: int(v["shared_wh"]) for p, v in res.by_producer.items()},
+        consumption_wh=consumption,
+        injection_wh=production,
+        estimated=tuple(sorted(m for m, f in figures.items() if f.estimated)),
+        pool_wh=res.pool_wh,
+        shared_wh=res.shared_wh,
+        total_consumption_wh=res.consumption_wh,
+    )

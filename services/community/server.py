@@ -1,0 +1,320 @@
+"""The community server process: MQTT ingest, per-operation allocation, live totals, central store.
+
+Threads: paho's network thread only enqueues messages; one worker drains the queue in batches (one
+SQLite transaction per batch, so 1,000 quarter-hours closing together cost one commit) and allocates
+every quarter-hour that became complete; a ticker allocates quarter-hours whose deadline passed (with
+the missing members estimated), publishes each operation's live totals + signal, and a pusher writes
+allocation rows to the central InfluxDB v2 endpoint (idempotent: tags operation + member, the
+quarter-hour start as timestamp; a re-run overwrites).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from gateway.model import QUARTER
+from services.community.ledger import Incoming, Ledger
+from services.community.live_totals import operation_totals
+from services.community.roster import (
+    QuarterHourResult,
+    Roster,
+    allocate_operation,
+    fill_missing,
+)
+from services.community.wire import (
+    AllocationMsg,
+    LiveMsg,
+    QuarterHourMsg,
+    WireError,
+    decode,
+    ingest_filters,
+    meter_topic,
+    operation_topic,
+    parse_meter_topic,
+)
+from services.signal import SignalTracker
+
+log = logging.getLogger("quartier.community.server")
+
+
+@dataclass
+class ServerStats:
+    received: int = 0
+    by_kind: dict[str, int] = field(default_factory=lambda: {"qh": 0, "live": 0, "status": 0})
+    rejected: int = 0  # malformed, unknown meter, wrong operation
+    duplicates: int = 0
+    allocations: int = 0  # quarter-hour allocations published (re-runs included)
+    reruns: int = 0
+    estimated_runs: int = 0
+    pushed_rows: int = 0
+    push_error: str | None = None
+    last_latency_s: float | None = None  # last member's quarter-hour in -> allocation published
+    latencies_s: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class BrokerLink:
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    ca_file: str | None = None
+    client_id: str = "quartier-community"
+
+
+class CommunityServer:
+    def __init__(
+        self,
+        roster: Roster,
+        ledger: Ledger,
+        broker: BrokerLink,
+        *,
+        deadline_s: float = 300.0,
+        totals_interval_s: float = 2.0,
+        live_stale_s: float = 30.0,
+        share_group: str | None = None,
+        influx: dict[str, str] | None = None,
+        clock: Callable[[], float] = time.time,
+        on_allocated: Callable[[QuarterHourResult], None] | None = None,
+    ) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.roster = roster
+        self.ledger = ledger
+        self.deadline_s = deadline_s
+        self.totals_interval_s = totals_interval_s
+        self.live_stale_s = live_stale_s
+        self.clock = clock
+        self.on_allocated = on_allocated
+        self.stats = ServerStats()
+        self.live: dict[str, dict[str, tuple[LiveMsg, float]]] = {op: {} for op in roster.operations}
+        self.trackers = {op: SignalTracker() for op in roster.operations}
+        self.seats_by_op = {op: roster.members_of(op) for op in roster.operations}
+        self.last_totals: dict[str, Any] = {}
+        self._q: queue.Queue[tuple[str, bytes, float]] = queue.Queue()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._connected = threading.Event()
+        self._filters = ingest_filters(roster.community, sorted(roster.operations), share_group)
+        self._influx_cfg = influx
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=broker.client_id, protocol=mqtt.MQTTv5)
+        if broker.username:
+            c.username_pw_set(broker.username, broker.password)
+        if broker.ca_file:
+            c.tls_set(ca_certs=broker.ca_file, cert_reqs=ssl.CERT_REQUIRED)
+        c.max_inflight_messages_set(1000)
+        c.max_queued_messages_set(0)
+        c.reconnect_delay_set(1, 30)
+        c.on_connect = self._on_connect
+        c.on_disconnect = lambda *a, **k: self._connected.clear()
+        c.on_message = self._on_message
+        self.client = c
+        self.broker = broker
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.client.connect_async(self.broker.host, self.broker.port, keepalive=30)
+        self.client.loop_start()
+        for name, target in (("worker", self._work), ("ticker", self._tick), ("pusher", self._push_loop)):
+            if name == "pusher" and not self._influx_cfg:
+                continue
+            t = threading.Thread(target=target, name=f"community-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(10)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    # -- MQTT ------------------------------------------------------------------------------------
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
+        if rc.is_failure:
+            log.error("community.broker_refused", extra={"reason": str(rc)})
+            return
+        client.subscribe([(f, 1) for f in self._filters])
+        self._connected.set()
+        log.info("community.connected", extra={"filters": len(self._filters)})
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        self._q.put((msg.topic, msg.payload, self.clock()))
+
+    # -- worker ----------------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            try:
+                first = self._q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            batch = [first]
+            while len(batch) < 5000:
+                try:
+                    batch.append(self._q.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self.handle_batch(batch)
+            except Exception as exc:  # never die: log, the next batch may work
+                log.error("community.batch_failed", extra={"error": repr(exc)}, exc_info=True)
+
+    def handle_batch(self, batch: list[tuple[str, bytes, float]]) -> None:
+        rows: list[Incoming] = []
+        last_in: dict[tuple[str, datetime], float] = {}
+        for topic, payload, received in batch:
+            self.stats.received += 1
+            try:
+                _, op, meter, kind = parse_meter_topic(topic)
+                self.stats.by_kind[kind] = self.stats.by_kind.get(kind, 0) + 1
+                seat = self.roster.seats.get(meter)
+                if seat is None or seat.operation != op:
+                    raise WireError(f"unknown meter {meter} in operation {op}")
+                if kind == "qh":
+                    m = decode(QuarterHourMsg, payload)
+                    if m.meter != meter or m.operation != op:  # the topic is what the broker authenticated
+                        raise WireError("payload meter/operation differ from the topic")
+                    rows.append(Incoming(op, seat.member, m.start, m.import_wh, m.export_wh, m.quality, received))
+                    key = (op, m.start)
+                    last_in[key] = max(last_in.get(key, 0.0), received)
+                elif kind == "live":
+                    lm = decode(LiveMsg, payload)
+                    if lm.meter != meter or lm.operation != op:
+                        raise WireError("payload meter/operation differ from the topic")
+                    self.live[op][seat.member] = (lm, received)
+                elif kind == "status":
+                    self.ledger.set_status(op, seat.member, payload.decode("utf-8", "replace")[:16], received)
+            except (WireError, UnicodeError) as exc:
+                self.stats.rejected += 1
+                log.warning("community.rejected", extra={"topic": topic, "error": str(exc)})
+        if not rows:
+            return
+        changed = self.ledger.add_quarter_hours(rows)
+        self.stats.duplicates += len(rows) - len(changed)
+        touched = sorted({(r.operation, r.start) for r in changed})
+        for op, start in touched:
+            figures = self.ledger.figures(op, start)
+            already = self.ledger.is_allocated(op, start)  # late or corrected data: re-run
+            if len(figures) >= len(self.seats_by_op[op]) or already:
+                self.allocate(op, start, figures, rerun=already, last_in=last_in.get((op, start)))
+
+    # -- allocation ------------------------------------------------------------------------------
+
+    def allocate(self, op: str, start: datetime, figures: dict | None = None, *, rerun: bool = False,
+                 last_in: float | None = None) -> QuarterHourResult:
+        """Allocate one quarter-hour (estimating absent members), store and publish it."""
+        seats = self.seats_by_op[op]
+        have = figures if figures is not None else self.ledger.figures(op, start)
+        missing = [s.member for s in seats if s.member not in have]
+        last = self.ledger.last_known(op, start, missing) if missing else {}
+        full = fill_missing(seats, have, last)
+        res = allocate_operation(self.roster.operations[op], start, full)
+        self.ledger.save_allocation(res)
+        for s in seats:
+            msg = AllocationMsg(
+                operation=op, start=start, received_wh=res.received_wh.get(s.member, 0),
+                injection_shared_wh=res.injection_shared_wh.get(s.member, 0), pool_wh=res.pool_wh,
+                shared_wh=res.shared_wh, consumption_wh=res.total_consumption_wh, missing=len(res.estimated),
+            )
+            self.client.publish(meter_topic(self.roster.community, op, s.pseudonym, "alloc"), msg.to_bytes(), qos=1)
+        self.stats.allocations += 1
+        self.stats.reruns += int(rerun)
+        self.stats.estimated_runs += int(bool(res.estimated))
+        if last_in is not None:
+            latency = self.clock() - last_in
+            self.stats.last_latency_s = latency
+            self.stats.latencies_s.append(latency)
+        log.info("community.allocated", extra={"operation": op, "start": start.isoformat(), "rerun": rerun,
+                                                "estimated": len(res.estimated), "pool_wh": res.pool_wh,
+                                                "shared_wh": res.shared_wh})
+        if self.on_allocated is not None:
+            self.on_allocated(res)
+        return res
+
+    def allocate_overdue(self, now_s: float) -> int:
+        """Allocate, with estimates, every quarter-hour whose deadline passed without all members."""
+        done = 0
+        now = datetime.fromtimestamp(now_s, timezone.utc)
+        horizon = now - timedelta(days=2)
+        for op in self.roster.operations:
+            for start in self.ledger.pending_starts(op, horizon):
+                if (now - (start + QUARTER)).total_seconds() >= self.deadline_s:
+                    self.allocate(op, start)
+                    done += 1
+        return done
+
+    # -- ticker: deadlines and live totals ---------------------------------------------------------
+
+    def _tick(self) -> None:
+        next_totals = 0.0
+        next_deadline = 0.0
+        while not self._stop.wait(0.2):
+            now_s = self.clock()
+            try:
+                if now_s >= next_deadline:
+                    next_deadline = now_s + 5.0
+                    self.allocate_overdue(now_s)
+                if now_s >= next_totals:
+                    next_totals = now_s + self.totals_interval_s
+                    self.publish_totals(now_s)
+            except Exception as exc:
+                log.error("community.tick_failed", extra={"error": repr(exc)}, exc_info=True)
+
+    def publish_totals(self, now_s: float) -> None:
+        now = datetime.fromtimestamp(now_s, timezone.utc)
+        for op, seats in self.seats_by_op.items():
+            msg = operation_totals(op, seats, self.live[op], now, now_s, self.live_stale_s, self.trackers[op])
+            self.last_totals[op] = msg
+            self.client.publish(operation_topic(self.roster.community, op), msg.to_bytes(), qos=0, retain=True)
+
+    # -- central store ---------------------------------------------------------------------------
+
+    def _push_loop(self) -> None:
+        from gateway.sinks.influx import load_influxdb_client
+
+        cfg = self._influx_cfg or {}
+        client_mod = load_influxdb_client()
+        from influxdb_client.client.write_api import SYNCHRONOUS
+
+        client = client_mod.InfluxDBClient(url=cfg["url"], token=cfg["token"], org=cfg["org"], timeout=10_000, retries=False)
+        write = client.write_api(write_options=SYNCHRONOUS)
+        measurement = cfg.get("measurement", "allocation")
+        try:
+            while not self._stop.wait(1.0):
+                self.push_once(write, cfg, measurement, client_mod)
+        finally:
+            client.close()
+
+    def push_once(self, write: Any, cfg: dict[str, str], measurement: str, client_mod: Any) -> int:
+        rows = self.ledger.unpushed()
+        if not rows:
+            return 0
+        lines = [
+            f"{measurement},operation={op},member={m} received_wh={r}i,injection_shared_wh={s}i,"
+            f"consumption_wh={c}i,injection_wh={i}i,estimated={e}i {start}"
+            for op, m, start, r, s, c, i, e, _ in rows
+        ]
+        try:
+            write.write(bucket=cfg["bucket"], org=cfg["org"], record="\n".join(lines),
+                        write_precision=client_mod.WritePrecision.S)
+        except Exception as exc:  # network or server: keep the rows, try again next second
+            self.stats.push_error = f"{type(exc).__name__}: {exc}"[:300]
+            return 0
+        self.ledger.mark_pushed([(op, m, start, runs) for op, m, start, *_, runs in rows])
+        self.stats.pushed_rows += len(rows)
+        self.stats.push_error = None
+        return len(rows)

@@ -1,0 +1,304 @@
+"""The node's FastAPI app: the local page, the read API, the live stream, and the few state changes.
+
+Read endpoints are open on the LAN (a household's phone needs no login to see the signal); anything
+that changes state needs ``Authorization: Bearer <web.token>``; no CORS unless origins are listed.
+Bad requests get a 4xx with a one-line ``detail``. OpenAPI at ``/api/v1/openapi.json`` and a small
+offline reader of it at ``/api/docs`` (Swagger UI would load from a CDN).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+import time
+from contextlib import asynccontextmanager
+from datetime import UTC, date, datetime, timedelta
+from importlib import resources
+from typing import Annotated, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from services.signal import Alert
+from services.web.figures import allocation_view, period_bounds, quarter_hours_view
+from services.web.service import WebService, is_data_update
+from services.web.state import Update, iso
+
+log = logging.getLogger("quartier.services.web")
+
+API = "/api/v1"
+MAX_RANGE = timedelta(days=31)
+VERSION = "0.1.0"
+STATIC = resources.files("services.web") / "static"
+BEARER = HTTPBearer(auto_error=False, description="web.token from the node's secrets file")
+
+
+class AlertRequest(BaseModel):
+    """A collective "reduce now" alert: the signal turns red for everyone on this node."""
+
+    message: str = Field(default="", max_length=280, description="shown under the light, e.g. the reason")
+    minutes: float = Field(default=60, gt=0, le=24 * 60, description="how long it lasts")
+
+
+class TriggeredLoadRequest(BaseModel):
+    """A load switched on because of the signal (the boiler, the EV charger); 0 W when it stops."""
+
+    watts: float = Field(ge=0, le=100_000)
+
+
+def _parse_bound(value: str | None, name: str, service: WebService) -> datetime | None:
+    """ISO 8601 with an offset, or a date (local midnight of the store's time zone)."""
+    if value is None:
+        return None
+    try:
+        if len(value) == 10:
+            return service.day_start(date.fromisoformat(value))
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise HTTPException(400, f"{name}: {value!r} is not an ISO 8601 date or date-time") from None
+    if t.tzinfo is None:
+        raise HTTPException(400, f"{name}: {value!r} has no UTC offset (add Z or +01:00)")
+    return t
+
+
+def create_app(service: WebService) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(
+        title="Quartier node API",
+        version=VERSION,
+        description="Live metering, consume-now signal and provisional sharing figures of one Quartier node.",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=f"{API}/openapi.json",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    s = service.settings
+
+    if s.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(s.cors_origins), allow_methods=["GET"],
+                           allow_headers=["Authorization"])
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("query", "body", "path"))
+            parts.append(f"{loc or 'request'}: {err.get('msg')}")
+        return JSONResponse({"detail": "; ".join(parts)}, status_code=422)
+
+    def require_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> None:
+        if not s.token:
+            raise HTTPException(403, "state-changing endpoints are off: set web.token in the secrets file")
+        given = credentials.credentials if credentials is not None else ""
+        if not hmac.compare_digest(given.encode(), s.token.encode()):
+            raise HTTPException(401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+
+    authorised = [Depends(require_token)]
+    refusals = {401: {"description": "no or wrong bearer token"},
+                403: {"description": "state changes are off (no web.token configured)"}}
+
+    # -- the page ----------------------------------------------------------------------------------
+
+    page = (STATIC / "index.html").read_text(encoding="utf-8").replace("__LANG__", s.language)
+
+    @app.get("/", include_in_schema=False)
+    def index() -> HTMLResponse:
+        return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
+
+    @app.get("/api/docs", include_in_schema=False)
+    def docs() -> FileResponse:
+        return FileResponse(str(STATIC / "docs.html"), headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+
+    # -- read API ----------------------------------------------------------------------------------
+
+    @app.get(f"{API}/live", summary="Own power, running quarter-hour, today's energy, the operation's surplus")
+    def live() -> dict:
+        """Import and export power (W, non-negative) and the signed net (import - export), the running
+        quarter-hour so far, today's energy (closed quarter-hours + the running one), this month's
+        peak demand, the operation's live surplus when fleet data is available, and the signal."""
+        return service.state.live()
+
+    @app.get(f"{API}/signal", summary="The consume-now signal")
+    def signal() -> dict:
+        """``state`` green (surplus: run appliances now), amber (small or uncertain surplus) or red
+        (none, or a collective reduce-now alert); ``headroom_w``; ``reason``; ``valid_until``."""
+        return service.state.signal.as_dict()
+
+    @app.get(f"{API}/quarter-hours", summary="Closed quarter-hours with their quality")
+    def quarter_hours(
+        from_: Annotated[str | None, Query(alias="from", description="ISO 8601 date-time with offset, or a date "
+                                           "(local midnight); default: today")] = None,
+        to: Annotated[str | None, Query(description="exclusive end; default: from + 1 day")] = None,
+        meter: Annotated[str | None, Query(description="meter id; default: the node's meter")] = None,
+    ) -> dict:
+        start = _parse_bound(from_, "from", service) or service.day_start(service.today())
+        end = _parse_bound(to, "to", service) or start + timedelta(days=1)
+        if end <= start:
+            raise HTTPException(400, "to must be after from")
+        if end - start > MAX_RANGE:
+            raise HTTPException(400, f"at most {MAX_RANGE.days} days per request")
+        meter_id = meter or service.state.meter_id
+        qhs = service.history.quarter_hours(meter_id, start, end) if meter_id else []
+        member = service.fleet.member_quarter_hours(start, end) if service.fleet.has_data else {}
+        return quarter_hours_view(qhs, member, start=start, end=end, tz=service.state.tz, meter_id=meter_id,
+                                  fleet_setup=service.fleet.setup)
+
+    @app.get(f"{API}/allocation", summary="This member's provisional shared energy")
+    def allocation(
+        period: Annotated[Literal["day", "month"], Query(description="the local day or month")] = "day",
+        at: Annotated[date | None, Query(description="a date in the period; default: today")] = None,
+    ) -> dict:
+        """Shared energy received, sharing rate and self-sufficiency over closed quarter-hours.
+        Provisional; without fleet data based on this meter alone (see ``basis`` and ``note``)."""
+        day = at or service.today()
+        start, end, label = period_bounds(period, day, service.state.tz)
+        meter_id = service.state.meter_id
+        imp = exp = n = expected = 0
+        if meter_id is not None:
+            h = service.history
+            total = h.daily_total(meter_id, day) if period == "day" else h.monthly_total(meter_id, label)
+            if total is not None:
+                imp, exp, n, expected = total.import_wh, total.export_wh, total.quarter_hours, total.expected
+        if not expected:
+            expected = int((end.timestamp() - start.timestamp()) // 900)
+        member = service.fleet.member_quarter_hours(start, end) if service.fleet.has_data else {}
+        return allocation_view(period=period, label=label, start=start, end=end, meter_id=meter_id, import_wh=imp,
+                               export_wh=exp, quarter_hours=n, expected=expected, member=member,
+                               setup=service.fleet.setup, prices=s.prices)
+
+    @app.get(f"{API}/health", summary="Is the gateway feeding this service, is the store readable")
+    def health() -> dict:
+        st = service.state
+        age = st.age_s()
+        ok = st.connected and age is not None and age < s.signal.stale_after_s
+        feed = service.mqtt_feed
+        return {
+            "status": "ok" if ok else "degraded",
+            "version": VERSION,
+            "uptime_s": round(time.monotonic() - service.started_monotonic, 1),
+            "gateway": {"connected": st.connected, "meter_id": st.meter_id, "readings": st.readings,
+                        "last_reading_age_s": None if age is None else round(age, 1), "connects": service.client.connects},
+            "store": {"path": str(s.store_path), "readable": service.history.store() is not None},
+            "stream_clients": service.stream_clients,
+            "mqtt": feed.status() if feed is not None else None,
+            "rss_bytes": _rss_bytes(),
+        }
+
+    @app.get(f"{API}/stream", summary="Server-sent events: the live object about once a second",
+             response_class=StreamingResponse, responses={200: {"content": {"text/event-stream": {}}}})
+    async def stream(request: Request) -> StreamingResponse:
+        """``event: live`` with the ``/live`` object on each new reading (a meter sends one a second;
+        a faster source is coalesced to one per 0.8 ``web.stream_interval_s``), repeated when nothing
+        new came for 1.25 intervals; ``event: quarter_hour`` when one closes (the page reloads its bars)."""
+        return StreamingResponse(_events(service, request), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    # -- state changes (bearer token) ------------------------------------------------------------
+
+    @app.put(f"{API}/alert", dependencies=authorised, responses=refusals, summary="Raise a collective reduce-now alert")
+    def put_alert(body: AlertRequest) -> dict:
+        now = service.state.meter_now() or datetime.now(UTC)
+        alert = Alert(start=now, until=now + timedelta(minutes=body.minutes), message=body.message)
+        log.info("signal.alert_raised", extra={"until": iso(alert.until), "message": body.message})
+        return service.state.set_alert(alert).as_dict()
+
+    @app.delete(f"{API}/alert", dependencies=authorised, responses=refusals, summary="End the reduce-now alert")
+    def delete_alert() -> dict:
+        log.info("signal.alert_cleared")
+        return service.state.set_alert(None).as_dict()
+
+    @app.put(f"{API}/signal/triggered-load/{{load_id}}", dependencies=authorised, responses=refusals,
+             summary="Declare a load the signal triggered (added back: no feedback loop)")
+    def put_triggered(load_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$")], body: TriggeredLoadRequest) -> dict:
+        return service.state.set_triggered(load_id, body.watts).as_dict()
+
+    return app
+
+
+async def _events(service: WebService, request: Request):
+    """One event per new reading, at most one per 0.8 interval (a faster source is coalesced: a slow
+    client only ever gets the newest state, never a backlog); an event at once for other news (a
+    closed quarter-hour, a signal change, the gateway lost or back); and a repeat of the latest state
+    when nothing was sent for 1.25 intervals (the client sees the stream is alive).
+
+    Only readings are spaced out, and only from the previous reading sent: a repeat or other news
+    just before a reading never delays it."""
+    interval = service.settings.stream_interval_s
+    min_gap = 0.8 * interval
+    repeat_after = 1.25 * interval
+    state = service.state
+    changed = asyncio.Event()
+    news = {"reading": True, "other": False, "qh": None}
+
+    def listener(update: Update) -> None:
+        if update.kind == "reading":
+            news["reading"] = True
+        elif is_data_update(update):
+            news["other"] = True
+        else:
+            return
+        if update.quarter_hour is not None:
+            news["qh"] = update.quarter_hour
+        changed.set()
+
+    unsubscribe = service.subscribe(listener)
+    service.stream_clients += 1
+    last_sent = last_reading = -1e9
+    try:
+        yield "retry: 2000\n\n"
+        while True:
+            now = time.monotonic()
+            if news["other"]:
+                pass  # at once
+            elif news["reading"] and now >= last_reading + min_gap:
+                pass  # at once
+            else:
+                due = last_reading + min_gap if news["reading"] else last_sent + repeat_after
+                if due > now:
+                    changed.clear()
+                    try:
+                        await asyncio.wait_for(changed.wait(), timeout=due - now)
+                    except TimeoutError:
+                        pass
+                    continue
+            if await request.is_disconnected():
+                return
+            if news["reading"]:
+                last_reading = time.monotonic()
+            qh = news["qh"]
+            news.update(reading=False, other=False, qh=None)
+            if qh is not None:
+                yield f"event: quarter_hour\ndata: {json.dumps(qh, separators=(',', ':'))}\n\n"
+            body = json.dumps(state.live(), separators=(",", ":"))
+            last_sent = time.monotonic()
+            yield f"id: {state.version}\nevent: live\ndata: {body}\n\n"
+    finally:
+        unsubscribe()
+        service.stream_clients -= 1
+
+
+def _rss_bytes() -> int | None:
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None

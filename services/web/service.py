@@ -1,0 +1,171 @@
+"""The web service at run time: the live client, the one-second tick, today's totals, the MQTT feed.
+
+Runs in its own process (``quartier web``), apart from the daemon: a crash or a slow client here loses
+no reading. Everything below runs on one asyncio event loop; store reads go to a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from services.signal import SignalSettings
+from services.web.figures import Prices, local_midnight
+from services.web.fleet import Fleet
+from services.web.history import History
+from services.web.live_client import LiveClient
+from services.web.state import DayTotals, NodeState, Update
+
+log = logging.getLogger("quartier.services.web")
+
+
+@dataclass(frozen=True, slots=True)
+class WebSettings:
+    """What the web service needs from the node configuration (``[web]``, ``[daemon]``, ``[store]``)."""
+
+    socket_path: Path
+    store_path: Path
+    timezone: str = "Europe/Brussels"
+    token: str = ""  # bearer token for state-changing endpoints; empty: those endpoints are off
+    cors_origins: tuple[str, ...] = ()
+    meter_id: str | None = None
+    language: str = "auto"
+    prices: Prices = field(default_factory=Prices)
+    stream_interval_s: float = 1.0
+    signal: SignalSettings = field(default_factory=SignalSettings)
+
+    @classmethod
+    def from_config(cls, cfg) -> WebSettings:
+        """From a :class:`gateway.config.Config`."""
+        from gateway.live import SOCKET_NAME
+
+        w = cfg.web
+        s = w.signal
+        return cls(
+            socket_path=cfg.daemon.runtime_dir / SOCKET_NAME,
+            store_path=cfg.store.path,
+            timezone=cfg.daemon.timezone,
+            token=w.token.get_secret_value(),
+            cors_origins=tuple(w.cors_origins),
+            meter_id=w.meter_id,
+            language=w.language,
+            prices=Prices(w.grid_price_eur_kwh, w.shared_price_eur_kwh),
+            stream_interval_s=w.stream_interval_s,
+            signal=SignalSettings(
+                green_enter_w=s.green_enter_w, green_exit_w=s.green_exit_w, red_enter_w=s.red_enter_w,
+                red_exit_w=s.red_exit_w, hold_s=s.hold_s, stale_after_s=s.stale_after_s,
+            ),
+        )
+
+
+class WebService:
+    """Owns the node state and the background tasks; the FastAPI app (app.py) reads from it."""
+
+    def __init__(self, settings: WebSettings, *, fleet: Fleet | None = None, mqtt_feed=None) -> None:
+        self.settings = settings
+        self.fleet = fleet if fleet is not None else Fleet()
+        self.history = History(settings.store_path, timezone=settings.timezone)
+        self.state = NodeState(
+            tz=ZoneInfo(settings.timezone), signal_settings=settings.signal, meter_id=settings.meter_id, fleet=self.fleet,
+        )
+        self.client = LiveClient(settings.socket_path, self._on_message, self.state.set_connected)
+        self.mqtt_feed = mqtt_feed
+        self.started_monotonic = time.monotonic()
+        self.stream_clients = 0
+        self._tasks: list[asyncio.Task] = []
+        self._background: set[asyncio.Task] = set()
+        self._today_loading = False
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.mqtt_feed is not None:
+            self.mqtt_feed.attach(self.state)
+            self.mqtt_feed.start()
+        self._tasks = [
+            asyncio.create_task(self.client.run(), name="live-client"),
+            asyncio.create_task(self._ticker(), name="tick"),
+        ]
+        log.info("web.started", extra={"socket": str(self.settings.socket_path), "store": str(self.settings.store_path),
+                                       "mqtt": self.mqtt_feed is not None, "pid": os.getpid()})
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks = []
+        if self.mqtt_feed is not None:
+            self.mqtt_feed.stop()
+        self.history.close()
+
+    # -- live path -------------------------------------------------------------------------------
+
+    def _on_message(self, msg: dict) -> None:
+        self.state.ingest(msg)
+        if self.state.today_wanted() is not None and not self._today_loading:
+            self._today_loading = True
+            task = asyncio.get_running_loop().create_task(self._load_today())
+            self._background.add(task)  # keep a reference until it is done
+            task.add_done_callback(self._background.discard)
+
+    async def _ticker(self) -> None:
+        period = min(1.0, self.settings.stream_interval_s)
+        while True:
+            await asyncio.sleep(period)
+            try:
+                self.state.tick()
+                if self.state.today_wanted() is not None and not self._today_loading:
+                    self._today_loading = True
+                    await self._load_today()
+            except Exception:
+                log.exception("web.tick_failed")
+
+    async def _load_today(self) -> None:
+        try:
+            key = self.state.today_wanted()
+            if key is None:
+                return
+            meter_id, day = key
+            totals = await asyncio.to_thread(self._day_totals, meter_id, day)
+            if totals is not None:
+                self.state.set_today(totals)
+        except Exception:
+            log.exception("web.today_failed")
+        finally:
+            self._today_loading = False
+
+    def _day_totals(self, meter_id: str, day: date) -> DayTotals | None:
+        if self.history.store() is None:
+            return None
+        t = self.history.daily_total(meter_id, day)
+        if t is None:
+            return DayTotals(meter_id, day)
+        return DayTotals(meter_id, day, t.import_wh, t.export_wh, t.quarter_hours)
+
+    # -- helpers for the routes ------------------------------------------------------------------
+
+    def today(self) -> date:
+        """The local day by the meter's clock (the demo's meter lives on another day than the Pi)."""
+        now = self.state.meter_now() or datetime.now(UTC)
+        return now.astimezone(self.state.tz).date()
+
+    def day_start(self, day: date) -> datetime:
+        return local_midnight(day, self.state.tz)
+
+    def subscribe(self, listener: Callable[[Update], None]) -> Callable[[], None]:
+        return self.state.subscribe(listener)
+
+
+def is_data_update(update: Update) -> bool:
+    """Updates that carry news for the stream and the feed (a tick only does when the signal moved)."""
+    return update.kind != "tick" or update.signal_changed

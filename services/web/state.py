@@ -1,0 +1,308 @@
+"""What the web service knows right now: the latest live snapshot, the signal, alerts, and who to tell.
+
+Fed by the live client (one message per reading from the daemon) and a one-second tick; read by the
+API, the server-sent-event stream and the MQTT feed. Plain synchronous code with no I/O: everything
+runs on the web service's event loop thread, and listeners are called synchronously with each update
+(they must only hand the update on: set an event, queue a publish).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from services.signal import (
+    Alert,
+    QuarterSoFar,
+    Signal,
+    SignalInputs,
+    SignalSettings,
+    SignalTracker,
+    TriggeredLoad,
+)
+from services.web.fleet import Fleet
+
+log = logging.getLogger("quartier.services.web")
+
+QUARTER_S = 900.0
+
+
+def parse_time(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def iso(t: datetime | None) -> str | None:
+    return None if t is None else t.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """What changed: ``reading`` (a new reading of the shown meter), ``quarter_hour`` (one closed),
+    ``signal`` (the state changed), ``tick`` (time passed), ``gateway`` (connected or lost)."""
+
+    kind: str
+    version: int
+    signal_changed: bool = False
+    quarter_hour: dict | None = None
+
+
+@dataclass
+class DayTotals:
+    """Closed quarter-hours of one local day, from the store (the running one is added live)."""
+
+    meter_id: str
+    day: date
+    import_wh: int = 0
+    export_wh: int = 0
+    quarter_hours: int = 0
+
+
+@dataclass
+class NodeState:
+    tz: ZoneInfo
+    signal_settings: SignalSettings = field(default_factory=SignalSettings)
+    meter_id: str | None = None  # the shown meter; None: the first one that sends a reading
+    fleet: Fleet = field(default_factory=Fleet)
+    clock: Callable[[], float] = time.monotonic
+    connected: bool = False
+    reading: dict | None = None  # the shown meter's latest "reading" message
+    received_monotonic: float | None = None
+    last_quarter_hour: dict | None = None
+    today: DayTotals | None = None
+    alert: Alert | None = None  # set locally through the API (a fleet alert comes from the fleet)
+    triggered: dict[str, TriggeredLoad] = field(default_factory=dict)
+    version: int = 0
+    readings: int = 0
+    _tracker: SignalTracker = field(init=False)
+    _listeners: list[Callable[[Update], None]] = field(default_factory=list)
+    _last_now: datetime | None = None
+    _today_dirty: bool = False
+
+    def __post_init__(self) -> None:
+        self._tracker = SignalTracker(self.signal_settings)
+
+    # -- listeners -------------------------------------------------------------------------------
+
+    def subscribe(self, listener: Callable[[Update], None]) -> Callable[[], None]:
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def _emit(self, kind: str, *, signal_changed: bool = False, quarter_hour: dict | None = None) -> None:
+        self.version += 1
+        update = Update(kind, self.version, signal_changed, quarter_hour)
+        for listener in list(self._listeners):
+            try:
+                listener(update)
+            except Exception:  # one broken listener must not starve the others
+                log.exception("web.listener_failed", extra={"kind": kind})
+
+    # -- inputs ----------------------------------------------------------------------------------
+
+    def set_connected(self, connected: bool) -> None:
+        if connected != self.connected:
+            self.connected = connected
+            changed = self._evaluate()
+            self._emit("gateway", signal_changed=changed)
+
+    def ingest(self, msg: dict) -> None:
+        """One message of the daemon's live feed (see gateway/live.py)."""
+        kind = msg.get("type")
+        if kind == "reading":
+            mid = msg.get("meter_id")
+            if self.meter_id is None:
+                self.meter_id = mid
+                log.info("web.meter_selected", extra={"meter": mid})
+            if mid != self.meter_id:
+                return
+            self.reading = msg
+            self.received_monotonic = self.clock()
+            self.readings += 1
+            changed = self._evaluate()
+            self._emit("reading", signal_changed=changed)
+        elif kind == "quarter_hour":
+            if msg.get("meter_id") != self.meter_id and self.meter_id is not None:
+                return
+            self.last_quarter_hour = msg
+            self._today_dirty = True  # committed before it was sent: the store has it now
+            self._emit("quarter_hour", quarter_hour=msg)
+
+    def tick(self) -> None:
+        """Time passed without a reading: staleness and hold times may change the signal."""
+        changed = self._evaluate()
+        self._emit("tick", signal_changed=changed)
+
+    def set_today(self, totals: DayTotals) -> None:
+        self.today = totals
+        self._today_dirty = False
+
+    def today_wanted(self) -> tuple[str, date] | None:
+        """The (meter, local day) whose closed totals should be loaded, when they are not yet."""
+        now = self.meter_now()
+        if self.meter_id is None or now is None:
+            return None
+        key = (self.meter_id, now.astimezone(self.tz).date())
+        if self._today_dirty or self.today is None or (self.today.meter_id, self.today.day) != key:
+            return key
+        return None
+
+    # -- alerts and triggered loads (the state-changing API) ------------------------------------
+
+    def set_alert(self, alert: Alert | None) -> Signal:
+        self.alert = alert
+        changed = self._evaluate()
+        self._emit("signal", signal_changed=changed)
+        return self.signal
+
+    def set_triggered(self, load_id: str, watts: float) -> Signal:
+        now = self.meter_now() or datetime.now(UTC)
+        if watts <= 0:
+            self.triggered.pop(load_id, None)
+        else:
+            prev = self.triggered.get(load_id)
+            # a load that changes power: the old part keeps its start, approximated as one load
+            self.triggered[load_id] = TriggeredLoad(watts=watts, since=prev.since if prev else now)
+        changed = self._evaluate()
+        self._emit("signal", signal_changed=changed)
+        return self.signal
+
+    # -- derived ---------------------------------------------------------------------------------
+
+    def age_s(self) -> float | None:
+        return None if self.received_monotonic is None else max(0.0, self.clock() - self.received_monotonic)
+
+    def meter_now(self) -> datetime | None:
+        """The meter's clock now: the latest reading's time plus the time since it arrived."""
+        if self.reading is None:
+            return None
+        t = parse_time(self.reading.get("time"))
+        age = self.age_s() or 0.0
+        return None if t is None else t + timedelta(seconds=age)
+
+    def active_alert(self, now: datetime) -> Alert | None:
+        for a in (self.alert, self.fleet.alert()):
+            if a is not None and a.active(now):
+                return a
+        return None
+
+    def signal_inputs(self) -> SignalInputs:
+        now = self.meter_now() or datetime.now(UTC)
+        if self._last_now is not None and now < self._last_now - timedelta(seconds=1):
+            # the meter's clock is behind the one used so far (the first reading after the Pi's
+            # clock, a meter clock set back): hold times measured on the old clock mean nothing
+            log.info("signal.clock_jump", extra={"from": iso(self._last_now), "to": iso(now)})
+            self._tracker.current = None
+        elif self._last_now is not None and now < self._last_now:
+            now = self._last_now  # jitter: the signal's clock never runs backwards
+        self._last_now = now
+        age = self.age_s()
+        own = None
+        r = self.reading
+        if r is not None:
+            q = r.get("quarter_hour") or {}
+            start = parse_time(q.get("start"))
+            if start is not None:
+                stale_for = age if self.connected else max(age or 0.0, self.signal_settings.stale_after_s + 1)
+                own = QuarterSoFar(
+                    start=start,
+                    elapsed_s=float(q.get("elapsed_s") or 0.0),
+                    imported_wh=q.get("import_wh"),
+                    exported_wh=q.get("export_wh"),
+                    import_w=float(r.get("import_w") or 0.0),
+                    export_w=float(r.get("export_w") or 0.0),
+                    age_s=stale_for or 0.0,
+                )
+        op = None
+        fl = self.fleet.live()
+        if fl is not None:
+            op = fl.quarter(max(0.0, self.clock() - fl.received_monotonic))
+        loads = tuple(self.triggered.values())
+        return SignalInputs(now=now, own=own, operation=op, triggered=loads, alert=self.active_alert(now))
+
+    def _evaluate(self) -> bool:
+        before = self._tracker.current
+        sig = self._tracker.update(self.signal_inputs())
+        changed = before is None or before.state is not sig.state or before.reason is not sig.reason
+        if changed and before is not None:
+            log.info("signal.changed", extra={"state": sig.state.value, "reason": sig.reason.value,
+                                               "headroom_w": sig.headroom_w, "was": before.state.value})
+        return changed
+
+    @property
+    def signal(self) -> Signal:
+        if self._tracker.current is None:
+            self._evaluate()
+        assert self._tracker.current is not None
+        return self._tracker.current
+
+    def live(self) -> dict:
+        """The ``GET /api/v1/live`` object (also the stream's and the MQTT feed's source)."""
+        r = self.reading
+        age = self.age_s()
+        out: dict = {
+            "gateway": {
+                "connected": self.connected,
+                "meter_id": self.meter_id,
+                "last_reading_age_s": None if age is None else round(age, 1),
+            },
+            "time": None,
+            "timezone": self.tz.key,
+            "power": None,
+            "quarter_hour": None,
+            "registers": None,
+            "month_peak_w": None,
+            "today": None,
+            "operation": None,
+            "signal": self.signal.as_dict(),
+        }
+        if r is not None:
+            imp = float(r.get("import_w") or 0.0)
+            exp = float(r.get("export_w") or 0.0)
+            out["time"] = r.get("time")
+            out["power"] = {"import_w": round(imp, 1), "export_w": round(exp, 1), "net_w": round(imp - exp, 1)}
+            q = r.get("quarter_hour")
+            if q:
+                elapsed = float(q.get("elapsed_s") or 0.0)
+                start = parse_time(q.get("start"))
+                out["quarter_hour"] = {
+                    "start": q.get("start"),
+                    "end": iso(start + timedelta(seconds=QUARTER_S)) if start else None,
+                    "elapsed_s": round(elapsed, 1),
+                    "remaining_s": round(max(0.0, QUARTER_S - elapsed), 1),
+                    "import_wh": q.get("import_wh"),
+                    "export_wh": q.get("export_wh"),
+                    "projected_demand_w": q.get("projected_demand_w"),
+                }
+            out["registers"] = {"import_wh_total": r.get("import_wh_total"), "export_wh_total": r.get("export_wh_total")}
+            out["month_peak_w"] = r.get("month_peak_w")
+            out["today"] = self._today_view(q)
+        fl = self.fleet.live()
+        if fl is not None:
+            out["operation"] = {
+                "pool_w": round(fl.pool_w, 1),
+                "consumption_w": round(fl.consumption_w, 1),
+                "surplus_w": round(fl.pool_w - fl.consumption_w, 1),
+                "as_of": iso(fl.as_of),
+                "age_s": round(max(0.0, self.clock() - fl.received_monotonic), 1),
+                "members_reporting": fl.members_reporting,
+                "members_total": fl.members_total,
+            }
+        return out
+
+    def _today_view(self, q: dict | None) -> dict | None:
+        t = self.today
+        if t is None:
+            return None
+        imp, exp = t.import_wh, t.export_wh
+        start = parse_time(q.get("start")) if q else None
+        closed = self.last_quarter_hour.get("start") if self.last_quarter_hour else None
+        # the running quarter-hour counts until it is closed (then the store's totals have it)
+        if q and start is not None and start.astimezone(self.tz).date() == t.day and q.get("start") != closed:
+            imp += int(q.get("import_wh") or 0)
+            exp += int(q.get("export_wh") or 0)
+        return {"day": t.day.isoformat(), "import_wh": imp, "export_wh": exp, "closed_quarter_hours": t.quarter_hours}

@@ -1,0 +1,193 @@
+// Quartier node page: the live object from the server-sent-event stream, the day's quarter-hours
+// and the month's shared energy from the API. No framework, nothing from outside this node.
+"use strict";
+(function () {
+  const T = window.QUARTIER_I18N;
+  const $ = (id) => document.getElementById(id);
+  const state = { lang: "en", live: null, qh: null, month: null, day: null, es: null, streamUp: false };
+
+  // -- language ---------------------------------------------------------------------------------
+  function pickLang() {
+    const q = new URLSearchParams(location.search).get("lang");
+    if (q && T[q]) return q;
+    try { const s = localStorage.getItem("quartier.lang"); if (s && T[s]) return s; } catch (e) { /* private mode */ }
+    const d = document.documentElement.dataset.defaultLang;
+    if (d && T[d]) return d;
+    for (const l of navigator.languages || [navigator.language || "en"]) {
+      const k = l.slice(0, 2).toLowerCase();
+      if (T[k]) return k;
+    }
+    return "en";
+  }
+  function t(key, vars) {
+    let s = key.split(".").reduce((o, k) => (o ? o[k] : undefined), T[state.lang]);
+    if (s === undefined) s = key;
+    for (const [k, v] of Object.entries(vars || {})) s = s.replace("{" + k + "}", v);
+    return s;
+  }
+  function setLang(l) {
+    state.lang = l;
+    document.documentElement.lang = l;
+    try { localStorage.setItem("quartier.lang", l); } catch (e) { /* ignore */ }
+    document.querySelectorAll("[data-i18n]").forEach((el) => { el.textContent = t(el.dataset.i18n); });
+    document.querySelectorAll("#langs button").forEach((b) => b.classList.toggle("on", b.dataset.lang === l));
+    render();
+  }
+
+  // -- formatting -------------------------------------------------------------------------------
+  const locale = () => ({ fr: "fr-BE", nl: "nl-BE", en: "en-GB" })[state.lang];
+  function watts(w) {
+    if (w === null || w === undefined) return "–";
+    const a = Math.abs(w);
+    return a >= 1000 ? (w / 1000).toLocaleString(locale(), { maximumFractionDigits: 2 }) + " kW"
+                     : Math.round(w).toLocaleString(locale()) + " W";
+  }
+  function kwh(wh) {
+    if (wh === null || wh === undefined) return "–";
+    return (wh / 1000).toLocaleString(locale(), { maximumFractionDigits: wh < 10000 ? 2 : 1 }) + " kWh";
+  }
+  // times in the community's time zone, whatever the phone's
+  const zone = () => (state.live && state.live.timezone) || undefined;
+  function hhmm(iso, seconds) {
+    if (!iso) return "";
+    const o = { hour: "2-digit", minute: "2-digit", timeZone: zone() };
+    if (seconds) o.second = "2-digit";
+    return new Date(iso).toLocaleTimeString(locale(), o);
+  }
+  function pct(x) { return x === null || x === undefined ? "–" : Math.round(x * 100) + " %"; }
+  function euro(x) {
+    return x === null || x === undefined ? "–" : x.toLocaleString(locale(), { style: "currency", currency: "EUR" });
+  }
+
+  // -- rendering --------------------------------------------------------------------------------
+  function render() {
+    renderLive();
+    renderBars();
+    renderMonth();
+  }
+
+  function renderLive() {
+    const L = state.live;
+    const chip = $("status");
+    const gatewayUp = L && L.gateway && L.gateway.connected;
+    chip.className = "chip " + (state.streamUp && gatewayUp ? "live" : state.streamUp ? "down" : "");
+    chip.textContent = state.streamUp ? (gatewayUp ? t("live") : t("offline")) : t("connecting");
+    const banner = $("offline");
+    banner.hidden = state.streamUp ? !!gatewayUp : !state.everConnected;
+    banner.textContent = state.streamUp ? t("gateway_offline") : t("page_offline");
+    if (!L) return;
+    const s = L.signal;
+    const light = $("light");
+    light.className = "light " + s.state;
+    light.setAttribute("aria-label", s.state);
+    document.body.dataset.signal = s.state;
+    $("sentence").textContent = t("signal." + s.reason);
+    $("headroom").textContent = s.headroom_w > 0 && s.state !== "red" ? t("headroom", { w: watts(s.headroom_w) }) : "";
+    $("until").textContent = s.valid_until ? t("until", { t: hhmm(s.valid_until) }) : "";
+    const am = $("alert-msg");
+    am.hidden = !(s.alert && s.alert.message);
+    am.textContent = s.alert && s.alert.message ? s.alert.message : "";
+
+    // the gauge: the operation's surplus when known, else this meter's export minus import
+    let surplus = null;
+    if (L.operation) surplus = L.operation.surplus_w;
+    else if (L.power) surplus = L.power.export_w - L.power.import_w;
+    const span = Math.max(3000, Math.ceil(Math.abs(surplus || 0) / 1000) * 1000);
+    const frac = surplus === null ? 0 : Math.max(-1, Math.min(1, surplus / span));
+    $("needle").style.transform = "rotate(" + (frac * 90) + "deg)";
+    $("g-min").textContent = "-" + span / 1000 + " kW";
+    $("g-max").textContent = "+" + span / 1000 + " kW";
+    $("surplus-w").textContent = watts(surplus);
+    $("surplus-basis").textContent = t("basis_" + s.basis);
+    $("import-w").textContent = L.power ? watts(L.power.import_w) : "–";
+    $("export-w").textContent = L.power ? watts(L.power.export_w) : "–";
+    const q = L.quarter_hour;
+    $("qh-left").textContent = q ? t("left", { m: Math.ceil(q.remaining_s / 60) }) : "–";
+    $("qh-bar").style.width = q ? (100 * q.elapsed_s / 900).toFixed(1) + "%" : "0";
+    if (L.today) {
+      $("today-import").textContent = kwh(L.today.import_wh);
+      $("today-export").textContent = kwh(L.today.export_wh);
+      if (L.today.day !== state.day) { state.day = L.today.day; loadHistory(); }
+      $("today-date").textContent = L.today.day;
+    }
+    $("month-peak").textContent = watts(L.month_peak_w);
+    $("meter").textContent = L.gateway.meter_id ? t("meter", { id: L.gateway.meter_id }) : "";
+    $("updated").textContent = L.time ? t("updated", { t: hhmm(L.time, true) }) : "";
+    renderBars();
+  }
+
+  function renderBars() {
+    const svg = $("bars");
+    const data = state.qh;
+    if (!data) return;
+    const start = Date.parse(data.from);
+    const rows = data.quarter_hours.map((r) => ({ i: (Date.parse(r.start) - start) / 900000, imp: r.import_wh, exp: r.export_wh, sh: r.shared_wh || 0 }));
+    const L = state.live;
+    if (L && L.quarter_hour && L.quarter_hour.import_wh !== null) {
+      const i = (Date.parse(L.quarter_hour.start) - start) / 900000;
+      if (!rows.some((r) => r.i === i)) rows.push({ i: i, imp: L.quarter_hour.import_wh, exp: L.quarter_hour.export_wh, sh: 0, running: true });
+    }
+    const n = Math.max(92, Math.round((Date.parse(data.to) - start) / 900000));
+    const w = 960 / n;
+    const max = Math.max(100, ...rows.map((r) => Math.max(r.imp, r.exp)));
+    const mid = 110, h = 105;
+    const parts = ['<line class="mid" x1="0" x2="960" y1="110" y2="110"/>'];
+    for (const r of rows) {
+      if (r.i < 0 || r.i >= n) continue;
+      const x = (r.i * w + 0.5).toFixed(1), bw = Math.max(1, w - 1).toFixed(1), cls = r.running ? " running" : "";
+      const he = (r.exp / max) * h, hi = (r.imp / max) * h, hs = (Math.min(r.sh, r.imp) / max) * h;
+      if (he > 0) parts.push(`<rect class="export${cls}" x="${x}" y="${(mid - he).toFixed(1)}" width="${bw}" height="${he.toFixed(1)}"/>`);
+      if (hi > 0) parts.push(`<rect class="import${cls}" x="${x}" y="${mid}" width="${bw}" height="${hi.toFixed(1)}"/>`);
+      if (hs > 0) parts.push(`<rect class="shared" x="${x}" y="${mid}" width="${bw}" height="${hs.toFixed(1)}"/>`);
+    }
+    svg.innerHTML = parts.join("");
+  }
+
+  function renderMonth() {
+    const m = state.month;
+    if (!m) return;
+    $("month-label").textContent = m.label;
+    $("month-shared").textContent = kwh(m.shared_wh);
+    $("month-savings").textContent = euro(m.savings_eur);
+    $("month-ss").textContent = pct(m.self_sufficiency);
+    $("month-note").textContent = t(m.basis === "operation" ? "note_operation" : "note_own_meter");
+  }
+
+  // -- data ---------------------------------------------------------------------------------------
+  async function getJSON(url) {
+    const r = await fetch(url, { cache: "no-store" });
+    if (!r.ok) throw new Error(url + ": " + r.status);
+    return r.json();
+  }
+  async function loadHistory() {
+    try {
+      const q = state.day ? "?from=" + state.day : "";
+      state.qh = await getJSON("/api/v1/quarter-hours" + q);
+      renderBars();
+    } catch (e) { /* the stream's banner says what is wrong */ }
+    try {
+      state.month = await getJSON("/api/v1/allocation?period=month" + (state.day ? "&at=" + state.day : ""));
+      renderMonth();
+    } catch (e) { /* idem */ }
+  }
+
+  function connect() {
+    const es = new EventSource("/api/v1/stream");
+    state.es = es;
+    es.addEventListener("live", (ev) => {
+      state.streamUp = true;
+      state.everConnected = true;
+      state.live = JSON.parse(ev.data);
+      window.quartierUpdates = (window.quartierUpdates || 0) + 1; // read by the browser test
+      renderLive();
+    });
+    es.addEventListener("quarter_hour", () => loadHistory());
+    es.onerror = () => { state.streamUp = false; renderLive(); };
+  }
+
+  document.querySelectorAll("#langs button").forEach((b) => b.addEventListener("click", () => setLang(b.dataset.lang)));
+  setLang(pickLang());
+  getJSON("/api/v1/live").then((L) => { state.live = L; if (L.today) state.day = L.today.day; renderLive(); loadHistory(); })
+    .catch(() => loadHistory());
+  connect();
+})();

@@ -1,0 +1,203 @@
+"""`quartier community provision` / `reconcile` and the operator API."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from gateway.config import load_config
+from gateway.uplink import Uplink, settings_from_config
+from services.community.api import create_app
+from services.community.ledger import Ledger
+from services.community.server import BrokerLink, CommunityServer
+from services.community.wire import QuarterHourMsg, meter_topic, pseudonym
+from tests.community_fixtures import SECRET, roster, write_community
+from tests.community_harness import Client, SecureMosquitto
+
+T0 = datetime(2026, 5, 1, 10, 0, tzinfo=timezone.utc)
+TOKEN = "operator-token-1"
+
+
+def server_config(tmp: Path) -> Path:
+    write_community(tmp)
+    (tmp / "server.toml").write_text(
+        'secrets_file = "secrets.toml"\n[server]\ncommunity_file = "community.toml"\n'
+        f'database = "{tmp / "community.sqlite"}"\n[broker]\nhost = "127.0.0.1"\nport = 8883\nusername = "srv"\n'
+    )
+    secrets = tmp / "secrets.toml"
+    secrets.write_text(f'[server]\npseudonym_secret = "{SECRET}"\n[api]\ntokens = ["{TOKEN}"]\n')
+    os.chmod(secrets, 0o600)
+    return tmp / "server.toml"
+
+
+def quartier(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_provisioned_gateway_connects_with_its_files_and_nothing_else(tmp_path: Path) -> None:
+    cfg = server_config(tmp_path)
+    bdir = tmp_path / "broker"
+    done = quartier("community", "provision", "--config", str(cfg), "--broker-dir", str(bdir),
+                    "--init-broker", "127.0.0.1", "--member", "alice", "--out", str(tmp_path / "gw"))
+    assert done.returncode == 0, done.stderr
+    info = json.loads(done.stdout.splitlines()[1])
+    assert info["pseudonym"] == pseudonym("541448820000000001", SECRET)
+    gw = tmp_path / "gw" / "alice"
+    assert oct((gw / "uplink-secrets.toml").stat().st_mode & 0o777) == "0o600"
+    # the gateway's config: the generated section, the CA where it says, the password from secrets
+    text = (gw / "uplink.toml").read_text().replace("/etc/quartier/community-ca.crt", str(gw / "community-ca.crt"))
+    (gw / "quartier.toml").write_text(text + f'[daemon]\nsecrets_file = "{gw / "uplink-secrets.toml"}"\n')
+    node = load_config(gw / "quartier.toml")
+    assert node.uplink.enabled and node.uplink.pseudonym == info["pseudonym"]
+    from services.community import broker
+
+    server = SecureMosquitto(tmp_path / "mosq", broker.BrokerDir(bdir))
+    server.start()
+    try:
+        settings = settings_from_config(node.uplink.model_copy(update={"port": server.port}))
+        up = Uplink(settings)
+        up.start()
+        assert up.wait_connected(10)
+        srv_pw = (bdir / "server-secrets.toml").read_text().split('"')[1]
+        admin = Client(server.host, server.port, bdir / "ca.crt", "srv", srv_pw)
+        assert admin.wait_connected() == 0
+        admin.subscribe("quartier/moulin/op/+/meter/+/qh")
+        up.publish_quarter_hours([QuarterHourMsg(meter=settings.pseudonym, operation="op1", start=T0,
+                                                 import_wh=5, export_wh=0).to_bytes()], 10)
+        assert admin.wait_for(lambda: admin.received())
+        assert admin.received()[0][0] == meter_topic("moulin", "op1", settings.pseudonym, "qh")
+        up.stop()
+        admin.close()
+    finally:
+        server.stop()
+
+
+def test_provision_refuses_unknown_members(tmp_path: Path) -> None:
+    cfg = server_config(tmp_path)
+    done = quartier("community", "provision", "--config", str(cfg), "--broker-dir", str(tmp_path / "b"),
+                    "--init-broker", "127.0.0.1", "--member", "mallory")
+    assert done.returncode == 2 and "--member mallory: not in" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def seeded(tmp_path: Path) -> tuple[CommunityServer, Ledger]:
+    ledger = Ledger(tmp_path / "community.sqlite")
+    srv = CommunityServer(roster(tmp_path), ledger, BrokerLink("127.0.0.1", 1))
+    ean = {"alice": "541448820000000001", "bob": "541448820000000002", "school": "541448820000000003"}
+    for i in range(4):
+        start = T0 + timedelta(minutes=15 * i)
+        batch = []
+        for m, (imp, exp) in {"alice": (300, 0), "bob": (100, 0), "school": (0, 500)}.items():
+            p = pseudonym(ean[m], SECRET)
+            batch.append((meter_topic("moulin", "op1", p, "qh"),
+                          QuarterHourMsg(meter=p, operation="op1", start=start, import_wh=imp, export_wh=exp).to_bytes(), 0.0))
+        srv.handle_batch(batch)
+    return srv, ledger
+
+
+def test_reconcile_imports_the_grid_file_and_reports_differences(tmp_path: Path) -> None:
+    cfg = server_config(tmp_path)
+    _, ledger = seeded(tmp_path)  # provisional: alice 4 x 250, bob 4 x 100
+    ledger.close()
+    csv = tmp_path / "grid.csv"
+    rows = ["ean;start;received_kwh"]
+    for i in range(4):
+        local = (T0 + timedelta(minutes=15 * i)).astimezone(__import__("zoneinfo").ZoneInfo("Europe/Brussels"))
+        rows.append(f"541448820000000001;{local:%Y-%m-%d %H:%M};0,245")
+        rows.append(f"541448820000000002;{local:%Y-%m-%d %H:%M};0,1")
+    rows.append("541448820000009999;2026-05-01 12:00;1,0")
+    csv.write_text("\n".join(rows) + "\n")
+    done = quartier("community", "reconcile", "--config", str(cfg), "--operation", "op1", "--file", str(csv))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    by = {r["member"]: r for r in report["members"]}
+    assert by["alice"] == {"member": "alice", "provisional_wh": 1000, "grid_wh": 980, "difference_wh": 20}
+    assert by["bob"]["difference_wh"] == 0
+    assert report["unknown_eans"] == ["541448820000009999"]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("ean;start;received_kwh\n541448820000000001;01/05/2026;1\n")
+    done = quartier("community", "reconcile", "--config", str(cfg), "--operation", "op1", "--file", str(bad))
+    assert done.returncode == 2 and "line 2: start" in done.stderr
+
+
+def test_operator_api_needs_a_token_and_shows_members_completeness_and_allocation(tmp_path: Path) -> None:
+    srv, ledger = seeded(tmp_path)
+    ledger.set_status("op1", "alice", "online", T0.timestamp())
+    client = TestClient(create_app(srv.roster, ledger, [TOKEN], srv))
+    assert client.get("/api/v1/operations").status_code == 401
+    assert client.get("/api/v1/operations", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    h = {"Authorization": f"Bearer {TOKEN}"}
+    ops = client.get("/api/v1/operations", headers=h).json()
+    assert [(o["id"], o["key"]) for o in ops] == [("op1", "fixed-equal"), ("op2", "prorata")]
+    members = {m["id"]: m for m in client.get("/api/v1/operations/op1/members", headers=h).json()}
+    assert members["alice"]["status"] == "online" and members["bob"]["status"] == "unknown"
+    comp = client.get("/api/v1/operations/op1/completeness?day=2026-05-01", headers=h).json()
+    assert comp["expected"] == 96 and comp["members"]["alice"]["received"] == 4
+    alloc = client.get("/api/v1/operations/op1/allocation?month=2026-05", headers=h).json()
+    assert alloc["members"]["alice"]["received_wh"] == 1000 and alloc["members"]["school"]["injection_shared_wh"] == 1400
+    assert client.get("/api/v1/operations/nope/members", headers=h).status_code == 404
+    assert "Quartier community" in client.get("/").text
+    ledger.close()
+
+
+def test_server_config_keeps_secrets_out_of_the_main_file(tmp_path: Path) -> None:
+    from services.community.config import ConfigError, load_server_config
+
+    cfg = server_config(tmp_path)
+    loaded = load_server_config(cfg)
+    assert loaded.server.pseudonym_secret.get_secret_value() == SECRET
+    assert loaded.server.community_file == tmp_path / "community.toml"
+    leaky = tmp_path / "leaky.toml"
+    leaky.write_text('[server]\ncommunity_file = "community.toml"\npseudonym_secret = "x"\n')
+    with pytest.raises(ConfigError, match="server.pseudonym_secret: secrets do not belong"):
+        load_server_config(leaky)
+    os.chmod(tmp_path / "secrets.toml", 0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        load_server_config(cfg)
+
+
+def test_quartier_community_runs_the_server_and_its_api(tmp_path: Path, mosquitto) -> None:
+    import urllib.request
+
+    from tests.servers import free_port, port_open
+
+    cfg = server_config(tmp_path)
+    port = free_port()
+    text = cfg.read_text().replace('port = 8883\nusername = "srv"\n', f"port = {mosquitto.port}\n")
+    cfg.write_text(text + f'[api]\nhost = "127.0.0.1"\nport = {port}\n')
+    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "community", "--config", str(cfg)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while not port_open("127.0.0.1", port) and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            time.sleep(0.1)
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/operations",
+                                     headers={"Authorization": f"Bearer {TOKEN}"})
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            assert [o["id"] for o in json.loads(resp.read())] == ["op1", "op2"]
+    finally:
+        proc.terminate()
+        assert proc.wait(15) == 0
+
+
+def test_imported_grid_figures_replace_the_provisional_ones_in_the_operator_view(tmp_path: Path) -> None:
+    srv, ledger = seeded(tmp_path)
+    client = TestClient(create_app(srv.roster, ledger, [TOKEN], srv))
+    h = {"Authorization": f"Bearer {TOKEN}"}
+    before = client.get("/api/v1/operations/op1/allocation?month=2026-05", headers=h).json()
+    assert before["provisional"] and before["members"]["alice"]["source"] == "provisional"
+    ledger.import_grid("op1", [("alice", T0, 900)], "grid.csv")
+    after = client.get("/api/v1/operations/op1/allocation?month=2026-05", headers=h).json()
+    a = after["members"]["alice"]
+    assert not after["provisional"]
+    assert (a["received_wh"], a["provisional_received_wh"], a["difference_wh"], a["source"]) == (900, 1000, 100, "grid")
+    ledger.close()

@@ -1,0 +1,149 @@
+"""The community server's ingest and allocation (batches handed in directly, no broker needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.community.ledger import Ledger
+from services.community.roster import QuarterHourResult
+from services.community.server import BrokerLink, CommunityServer
+from services.community.wire import LiveMsg, QuarterHourMsg, meter_topic, pseudonym
+from tests.community_fixtures import SECRET, roster
+
+T0 = datetime(2026, 6, 1, 10, 0, tzinfo=timezone.utc)
+EAN = {"alice": "541448820000000001", "bob": "541448820000000002", "school": "541448820000000003",
+       "carol": "541448820000000004"}
+OP = {"alice": "op1", "bob": "op1", "school": "op1", "carol": "op2"}
+
+
+class Clock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[CommunityServer, list[QuarterHourResult], Clock]]:
+    got: list[QuarterHourResult] = []
+    clock = Clock((T0 + timedelta(minutes=15)).timestamp())
+    ledger = Ledger(tmp_path / "community.sqlite")
+    srv = CommunityServer(roster(tmp_path), ledger, BrokerLink("127.0.0.1", 1), deadline_s=300,
+                          clock=clock, on_allocated=got.append)
+    try:
+        yield srv, got, clock
+    finally:
+        ledger.close()
+
+
+def qh(member: str, start: datetime, imp: int, exp: int) -> tuple[str, bytes, float]:
+    p = pseudonym(EAN[member], SECRET)
+    msg = QuarterHourMsg(meter=p, operation=OP[member], start=start, import_wh=imp, export_wh=exp)
+    return meter_topic("moulin", OP[member], p, "qh"), msg.to_bytes(), 0.0
+
+
+def test_allocates_as_soon_as_every_member_is_in(server) -> None:
+    srv, got, _ = server
+    srv.handle_batch([qh("alice", T0, 300, 0), qh("school", T0, 0, 500)])
+    assert got == []  # bob missing, deadline not reached
+    srv.handle_batch([qh("bob", T0, 100, 0)])
+    assert len(got) == 1
+    res = got[0]
+    assert res.received_wh == {"alice": 250, "bob": 100}  # equal key: 250 each, bob capped at 100
+    assert res.pool_wh == 500 and res.shared_wh == 350 and res.estimated == ()
+    totals = srv.ledger.allocation_totals("op1", T0, T0 + timedelta(minutes=15))
+    assert totals["alice"]["received_wh"] == 250 and totals["school"]["injection_shared_wh"] == 350
+
+
+def test_duplicates_change_nothing_and_late_corrections_rerun(server) -> None:
+    srv, got, _ = server
+    batch = [qh("alice", T0, 300, 0), qh("bob", T0, 100, 0), qh("school", T0, 0, 500)]
+    srv.handle_batch(batch)
+    srv.handle_batch(batch)  # at-least-once: the same quarter-hours again
+    assert len(got) == 1 and srv.stats.duplicates == 3
+    srv.handle_batch([qh("bob", T0, 400, 0)])  # a corrected value arrives late
+    assert len(got) == 2 and srv.stats.reruns == 1
+    assert got[1].received_wh == {"alice": 250, "bob": 250}
+    assert srv.ledger.allocation_totals("op1", T0, T0 + timedelta(hours=1))["bob"]["received_wh"] == 250
+
+
+def test_deadline_allocates_with_the_missing_member_estimated_then_late_data_replaces_it(server) -> None:
+    srv, got, clock = server
+    prev = T0 - timedelta(minutes=15)
+    srv.handle_batch([qh("alice", prev, 300, 0), qh("bob", prev, 80, 0), qh("school", prev, 0, 400)])
+    srv.handle_batch([qh("alice", T0, 300, 0), qh("school", T0, 0, 500)])
+    assert len(got) == 1
+    clock.t = (T0 + timedelta(minutes=15)).timestamp() + 299
+    assert srv.allocate_overdue(clock.t) == 0  # not yet
+    clock.t += 1
+    assert srv.allocate_overdue(clock.t) == 1
+    est = got[-1]
+    assert est.estimated == ("bob",)
+    assert est.consumption_wh["bob"] == 80  # its last known quarter-hour
+    assert srv.ledger.allocation_totals("op1", T0, T0 + timedelta(minutes=15))["bob"]["estimated_quarter_hours"] == 1
+    srv.handle_batch([qh("bob", T0, 120, 0)])  # the member comes back with its real figure
+    assert got[-1].estimated == () and got[-1].received_wh["bob"] == 120
+    assert srv.ledger.allocation_totals("op1", T0, T0 + timedelta(minutes=15))["bob"]["estimated_quarter_hours"] == 0
+
+
+def test_spoofed_or_unknown_senders_are_rejected(server) -> None:
+    srv, got, _ = server
+    topic, payload, r = qh("alice", T0, 300, 0)
+    bob = pseudonym(EAN["bob"], SECRET)
+    srv.handle_batch([
+        (meter_topic("moulin", "op1", bob, "qh"), payload, r),  # alice's payload on bob's topic
+        (meter_topic("moulin", "op2", pseudonym(EAN["alice"], SECRET), "qh"), payload, r),  # wrong operation
+        (meter_topic("moulin", "op1", "mnobody", "qh"), payload, r),
+        (topic, b"{garbage", r),
+    ])
+    assert srv.stats.rejected == 4 and got == []
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5000), st.integers(0, 5000), st.integers(0, 8000)), min_size=1, max_size=4))
+def test_allocation_conserves_energy_whatever_the_arrival_order(tmp_path_factory, rows) -> None:
+    tmp = tmp_path_factory.mktemp("c")
+    got: list[QuarterHourResult] = []
+    ledger = Ledger(tmp / "c.sqlite")
+    srv = CommunityServer(roster(tmp, ["op1"]), ledger, BrokerLink("127.0.0.1", 1), on_allocated=got.append)
+    try:
+        for i, (a, b, p) in enumerate(rows):
+            start = T0 + timedelta(minutes=15 * i)
+            srv.handle_batch([qh("school", start, 0, p), qh("bob", start, b, 0)])
+            srv.handle_batch([qh("alice", start, a, 0)])
+        assert len(got) == len(rows)
+        for res, (a, b, p) in zip(got, rows, strict=True):
+            assert sum(res.received_wh.values()) == res.shared_wh <= p
+            assert res.received_wh["alice"] <= a and res.received_wh["bob"] <= b
+            assert res.injection_shared_wh["school"] == res.shared_wh
+    finally:
+        ledger.close()
+
+
+def test_live_totals_sum_fresh_members_and_give_a_signal(server) -> None:
+    srv, _, clock = server
+    now = T0 + timedelta(minutes=5)
+    clock.t = now.timestamp()
+
+    def live(member: str, imp: float, exp: float, qi: float, qe: float) -> tuple[str, bytes, float]:
+        p = pseudonym(EAN[member], SECRET)
+        m = LiveMsg(meter=p, operation=OP[member], time=now, import_w=imp, export_w=exp, qh_start=T0,
+                    qh_import_wh=qi, qh_export_wh=qe)
+        return meter_topic("moulin", OP[member], p, "live"), m.to_bytes(), clock.t
+
+    srv.handle_batch([live("alice", 400, 0, 30, 0), live("bob", 300, 0, 20, 0), live("school", 0, 4000, 0, 300)])
+    srv.publish_totals(clock.t)
+    t = srv.last_totals["op1"]
+    assert (t.consumption_w, t.pool_w, t.consumption_wh, t.pool_wh) == (700, 4000, 50, 300)
+    assert t.members_reporting == 3 and t.signal == "green"
+    assert srv.last_totals["op2"].members_reporting == 0 and srv.last_totals["op2"].signal == "red"
+    clock.t += 31  # everyone stale
+    srv.publish_totals(clock.t)
+    assert srv.last_totals["op1"].members_reporting == 0

@@ -1,0 +1,273 @@
+"""The MQTT feed for home automation (services/mqtt_feed.py): the topic tree, Home Assistant
+device-based discovery, availability with a retained last will, re-announcement when Home Assistant
+comes online; against a real Mosquitto."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from services.mqtt_feed import FeedSettings, MqttFeed, Topics, discovery_config, live_messages
+from tests.servers import Mosquitto, free_port
+from tests.web_harness import WebRig
+
+NODE = "kitchen"
+
+
+class Listener:
+    """A plain MQTT client recording everything under the given filters."""
+
+    def __init__(self, broker: Mosquitto, *filters: str) -> None:
+        self.messages: list[tuple[str, str, bool]] = []
+        self.cond = threading.Condition()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"listener-{time.monotonic_ns()}")
+        self.client.on_message = self._on_message
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *_a: subscribed.set()
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        self.client.subscribe([(f, 1) for f in filters])
+        assert subscribed.wait(5)
+
+    def _on_message(self, _c, _u, msg) -> None:
+        with self.cond:
+            self.messages.append((msg.topic, msg.payload.decode(), bool(msg.retain)))
+            self.cond.notify_all()
+
+    def wait(self, topic: str, pred=lambda payload: True, timeout: float = 10.0, after: int = 0) -> str:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for t, p, _r in self.messages[after:]:
+                    if t == topic and pred(p):
+                        return p
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    seen = sorted({t for t, _, _ in self.messages})
+                    raise AssertionError(f"no matching message on {topic} (seen topics: {seen})")
+                self.cond.wait(left)
+
+    def count(self, topic: str) -> int:
+        with self.cond:
+            return sum(1 for t, _, _ in self.messages if t == topic)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.fixture
+def feed_rig(mosquitto: Mosquitto) -> Iterator[tuple[WebRig, MqttFeed]]:
+    feed = MqttFeed(FeedSettings(host=mosquitto.host, port=mosquitto.port, node_id=NODE, keepalive_s=5, min_interval_s=0))
+    rig = WebRig(mqtt_feed=feed)
+    try:
+        rig.wait_for(lambda: feed.connected, "the feed's connection")
+        yield rig, feed
+    finally:
+        rig.close()
+
+
+# -- the payloads (pure) ----------------------------------------------------------------------------
+
+
+def test_discovery_is_device_based_with_correct_classes():
+    t = Topics("quartier", NODE)
+    assert t.discovery == "homeassistant/device/kitchen/config"
+    cfg = discovery_config(t)
+    assert cfg["dev"]["ids"] == ["quartier_kitchen"] and cfg["o"]["name"] == "quartier"
+    assert cfg["availability"] == [{"topic": "quartier/kitchen/status"}, {"topic": "quartier/kitchen/gateway"}]
+    assert cfg["availability_mode"] == "all"
+    cmps = cfg["cmps"]
+    ids = [c["unique_id"] for c in cmps.values()]
+    assert len(ids) == len(set(ids)) and all(c["p"] in ("sensor", "binary_sensor") for c in cmps.values())
+    for key in ("import_power", "export_power", "net_power", "headroom", "projected_demand", "month_peak"):
+        c = cmps[key]
+        assert (c["device_class"], c["state_class"], c["unit_of_measurement"]) == ("power", "measurement", "W")
+    # total_increasing only for the meter's registers, which never fall
+    increasing = {k for k, c in cmps.items() if c.get("state_class") == "total_increasing"}
+    assert increasing == {"import_energy", "export_energy"}
+    assert {cmps[k]["state_topic"] for k in increasing} == {t.import_total, t.export_total}
+    # quarter-hour energies restart every quarter-hour: total with a last_reset
+    for key in ("quarter_import", "quarter_export", "last_quarter_import", "last_quarter_export"):
+        c = cmps[key]
+        assert c["device_class"] == "energy" and c["state_class"] == "total" and "last_reset_value_template" in c
+    assert cmps["signal"]["device_class"] == "enum" and cmps["signal"]["options"] == ["green", "amber", "red"]
+
+
+def test_live_messages_split_import_export_and_signed_net():
+    t = Topics("quartier", NODE)
+    live = {"power": {"import_w": 0.0, "export_w": 1234.5, "net_w": -1234.5},
+            "registers": {"import_wh_total": 10, "export_wh_total": 20},
+            "quarter_hour": {"start": "2026-06-01T08:00:00Z", "elapsed_s": 60.0, "import_wh": 0, "export_wh": 21,
+                             "projected_demand_w": 0.0},
+            "month_peak_w": 2500.0}
+    msgs = {topic: (payload, retain) for topic, payload, retain in live_messages(t, live)}
+    assert msgs[t.import_w] == ("0", False) and msgs[t.export_w] == ("1234.5", False) and msgs[t.net_w] == ("-1234.5", False)
+    assert msgs[t.import_total] == ("10", True) and msgs[t.qh_running_export] == ("21", False)
+    assert json.loads(msgs[t.qh_running][0])["start"] == "2026-06-01T08:00:00Z"
+
+
+# -- against Mosquitto --------------------------------------------------------------------------------
+
+
+def test_feed_publishes_the_topic_tree_and_discovery(feed_rig, mosquitto: Mosquitto):
+    rig, feed = feed_rig
+    ha = Listener(mosquitto, "quartier/#", "homeassistant/#")
+    try:
+        disc = json.loads(ha.wait("homeassistant/device/kitchen/config"))
+        assert disc["cmps"]["import_power"]["state_topic"] == "quartier/kitchen/power/import_w"
+        assert ha.wait("quartier/kitchen/status") == "online"
+        rig.feed(0, export_w=2000)
+        rig.feed(60, export_w=2000)
+        assert ha.wait("quartier/kitchen/gateway") == "online"
+        ha.wait("quartier/kitchen/power/export_w", lambda p: p == "2000")
+        assert ha.wait("quartier/kitchen/power/import_w") == "0"
+        ha.wait("quartier/kitchen/power/net_w", lambda p: p == "-2000")
+        ha.wait("quartier/kitchen/signal/state", lambda p: p == "green")
+        ha.wait("quartier/kitchen/signal/headroom_w", lambda p: int(p) > 0)
+        ha.wait("quartier/kitchen/energy/export_wh_total", lambda p: p == "500033")
+        rig.feed(840, export_w=2000)  # closes the quarter-hour
+        last = json.loads(ha.wait("quartier/kitchen/quarter_hour/last"))
+        assert last == {"start": "2026-06-01T08:00:00Z", "end": "2026-06-01T08:15:00Z", "import_wh": 0,
+                        "export_wh": 500, "quality": "measured"}
+    finally:
+        ha.close()
+    # a late subscriber (a light that just woke up) gets the retained state at once
+    late = Listener(mosquitto, "quartier/kitchen/signal/state", "quartier/kitchen/quarter_hour/last")
+    try:
+        assert late.wait("quartier/kitchen/signal/state") == "green"
+        assert late.messages[0][2] is True  # retained
+    finally:
+        late.close()
+
+
+def test_reannounces_when_home_assistant_comes_online(feed_rig, mosquitto: Mosquitto):
+    rig, feed = feed_rig
+    ha = Listener(mosquitto, "homeassistant/device/kitchen/config")
+    try:
+        ha.wait("homeassistant/device/kitchen/config")
+        n = ha.count("homeassistant/device/kitchen/config")
+        before = feed.announcements
+        pub = mqtt.Client(CallbackAPIVersion.VERSION2)
+        pub.connect(mosquitto.host, mosquitto.port)
+        pub.loop_start()
+        pub.publish("homeassistant/status", "online", qos=1).wait_for_publish(5)
+        ha.wait("homeassistant/device/kitchen/config", after=n)
+        assert feed.announcements == before + 1
+        pub.publish("homeassistant/status", "offline", qos=1).wait_for_publish(5)
+        time.sleep(0.3)
+        assert feed.announcements == before + 1  # only "online" re-announces
+        pub.loop_stop()
+        pub.disconnect()
+    finally:
+        ha.close()
+
+
+def test_triggered_load_from_home_automation_reaches_the_signal(feed_rig, mosquitto: Mosquitto):
+    rig, _feed = feed_rig
+    rig.feed(0, export_w=3000)
+    rig.feed(60, export_w=3000)
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2)
+    pub.connect(mosquitto.host, mosquitto.port)
+    pub.loop_start()
+    try:
+        pub.publish("quartier/kitchen/signal/triggered_load/boiler/set", "1800", qos=1).wait_for_publish(5)
+        rig.wait_for(lambda: rig.get("/api/v1/signal")["triggered_w"] == 1800, "the triggered load")
+        pub.publish("quartier/kitchen/signal/triggered_load/boiler/set", "not a number", qos=1).wait_for_publish(5)
+        pub.publish("quartier/kitchen/signal/triggered_load/boiler/set", "0", qos=1).wait_for_publish(5)
+        rig.wait_for(lambda: rig.get("/api/v1/signal")["triggered_w"] == 0, "the load stopped")
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+
+
+def test_gateway_availability_follows_the_live_feed(feed_rig, mosquitto: Mosquitto):
+    rig, _feed = feed_rig
+    ha = Listener(mosquitto, "quartier/kitchen/gateway")
+    try:
+        assert ha.wait("quartier/kitchen/gateway") == "online"
+        rig.publisher.stop()
+        ha.wait("quartier/kitchen/gateway", lambda p: p == "offline")
+        rig.publisher.start()
+        ha.wait("quartier/kitchen/gateway", lambda p: p == "online", after=2)
+    finally:
+        ha.close()
+
+
+def _web_process(tmp: Path, broker: Mosquitto) -> subprocess.Popen:
+    cfg = tmp / "q.toml"
+    cfg.write_text("\n".join([
+        "[store]", f'path = "{tmp / "q.sqlite"}"',
+        "[daemon]", f'runtime_dir = "{tmp / "run"}"',
+        "[web]", 'host = "127.0.0.1"', f"port = {free_port()}",
+        "[mqtt]", "enabled = true", f'host = "{broker.host}"', f"port = {broker.port}", f'node_id = "{NODE}"',
+        "keepalive_s = 5",
+    ]) + "\n")
+    return subprocess.Popen([sys.executable, "-m", "gateway.cli", "web", "--config", str(cfg)],
+                            stdout=subprocess.DEVNULL, stderr=open(tmp / "web.log", "wb"),
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def test_last_will_marks_the_node_offline_when_the_service_dies(mosquitto: Mosquitto):
+    with tempfile.TemporaryDirectory(prefix="qm") as d:
+        tmp = Path(d)
+        ha = Listener(mosquitto, "quartier/kitchen/status", "quartier/kitchen/gateway")
+        proc = _web_process(tmp, mosquitto)
+        try:
+            assert ha.wait("quartier/kitchen/status", timeout=30) == "online"
+            assert ha.wait("quartier/kitchen/gateway") == "offline"  # no daemon running: no meter data
+            n = len(ha.messages)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            ha.wait("quartier/kitchen/status", lambda p: p == "offline", after=n, timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            ha.close()
+        late = Listener(mosquitto, "quartier/kitchen/status")
+        try:
+            assert late.wait("quartier/kitchen/status") == "offline"  # the will is retained
+        finally:
+            late.close()
+
+
+def test_clean_stop_publishes_offline(mosquitto: Mosquitto):
+    with tempfile.TemporaryDirectory(prefix="qm") as d:
+        tmp = Path(d)
+        ha = Listener(mosquitto, "quartier/kitchen/status")
+        proc = _web_process(tmp, mosquitto)
+        try:
+            assert ha.wait("quartier/kitchen/status", timeout=30) == "online"
+            n = len(ha.messages)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(15) == 0
+            ha.wait("quartier/kitchen/status", lambda p: p == "offline", after=n)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            ha.close()
+
+
+def test_feed_without_a_broker_keeps_the_web_service_working():
+    port = free_port()  # nobody listens there
+    feed = MqttFeed(FeedSettings(host="127.0.0.1", port=port, node_id=NODE))
+    rig = WebRig(mqtt_feed=feed)
+    try:
+        rig.feed(0, export_w=500)
+        rig.wait_live(lambda x: x["power"] is not None, "a reading")
+        health = rig.get("/api/v1/health")
+        assert health["mqtt"]["connected"] is False and health["status"] == "ok"
+    finally:
+        rig.close()
