@@ -100,6 +100,7 @@ class FluksoClient:
         clock_synced: Callable[[], bool | None] | None = None,
         now: Callable[[], datetime] | None = None,
         on_rejected: Callable[[str], object] | None = None,
+        on_power: Callable[[LivePower], object] | None = None,
         keepalive_s: int = 30,
         backoff_min_s: float = 0.5,
         backoff_max_s: float = 30.0,
@@ -114,6 +115,8 @@ class FluksoClient:
         self.assembler: ReadingAssembler = assembler_for(self.assignments, policy, baseline)
         self.on_reading = on_reading
         self.on_rejected = on_rejected
+        # gauges refresh live power every second, between the counters' readings
+        self.on_power = on_power
         if clock_synced is None:
             from gateway.clock import clock_synchronised
 
@@ -296,6 +299,14 @@ class FluksoClient:
             return
         self._notes()
         self._deliver(readings)
+        if self.on_power is not None and sample.quantity == "power" and meter_id is not None:
+            power = self.assembler.live().get(meter_id)
+            if power is not None:
+                try:
+                    self.on_power(power)
+                except Exception:
+                    self.stats["sink_errors"] += 1
+                    log.exception("flukso.power_not_taken", extra={"meter": meter_id})
 
     def _tick(self) -> None:
         """Between messages: emit what waits for a newer sample once the broker has gone quiet."""
@@ -359,7 +370,8 @@ def _power_of_ten(n: int) -> bool:
 def client_for_source(src, *, on_reading: Callable[[Reading], object],
                       baseline: Callable[[str], QuarterHour | None] | None = None,
                       clock_synced: Callable[[], bool | None] | None = None,
-                      on_rejected: Callable[[str], object] | None = None) -> FluksoClient:
+                      on_rejected: Callable[[str], object] | None = None,
+                      on_power: Callable[[LivePower], object] | None = None) -> FluksoClient:
     """A client for a ``gateway.config.FluksoSource``."""
     from flukso.sensors import Role
 
@@ -376,6 +388,7 @@ def client_for_source(src, *, on_reading: Callable[[Reading], object],
         baseline=baseline,
         clock_synced=clock_synced,
         on_rejected=on_rejected,
+        on_power=on_power,
         keepalive_s=src.keepalive_s,
         backoff_max_s=src.backoff_max_s,
     )

@@ -126,6 +126,7 @@ class Daemon:
                 baseline=self.store.last_boundary,
                 clock_synced=lambda: self._clock_synced,
                 on_rejected=rejected,
+                on_power=lambda p: pipeline.publish_power(p.meter_id, p.import_w, p.export_w),
             )
             log.info("flukso.source", extra={"broker": runner.reader.port, "meters": len({s.meter_id or src.meter_id for s in src.sensors}),
                                              "sensors": len(src.sensors), "clock": src.clock})

@@ -22,6 +22,8 @@ Only the standard library: the daemon's memory budget is tight.
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import logging
 import os
@@ -318,6 +320,26 @@ class LivePipeline(Pipeline):
         if committed and self.publisher is not None:
             self._publish(None, committed)
         return committed
+
+    def publish_power(self, meter_id: str, import_w: float | None, export_w: float | None) -> None:
+        """Live power between readings (a Flukso gauge every second while its counters report once a
+        minute): the meter's last snapshot with the current power, so the signal follows the sun."""
+        if self.publisher is None:
+            return
+        with self._lock:
+            h = self.health.get(meter_id)
+            last = h.last_reading if h is not None else None
+            agg = self.aggregators.get(meter_id)
+            live = agg.live() if agg is not None else None
+        if last is None:
+            return  # nothing to anchor the registers on yet
+        snapshot = dataclasses.replace(last, import_w=import_w, export_w=export_w)
+        try:
+            self.publisher.publish(reading_message(snapshot, live, time.time()), latest_for=meter_id)
+        except Exception as exc:
+            if not self._publish_failing:
+                log.error("live.publish_failed", extra={"error": repr(exc)})
+            self._publish_failing = True
 
     def _publish(self, reading: Reading | None, committed: list[QuarterHour]) -> None:
         assert self.publisher is not None
