@@ -16,20 +16,12 @@ import pytest
 from p1 import cli
 from p1.render import telegram_text, value_json
 from p1.telegram import ObisValue
+from tests.test_p1_samples import VERDICT, manifest
 
 ROOT = Path(__file__).parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "p1"
 NAMES = sorted(p.name for p in FIXTURES.glob("*.txt"))
-VERDICT = {"valid": True, "recomputed": True, "no-crc": None, "INVALID": False}
 
-
-def crc_status() -> dict[str, str]:
-    rows = {}
-    for line in (FIXTURES / "SOURCES.md").read_text().splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 5 and cells[0].endswith(".txt"):
-            rows[cells[0]] = cells[4]
-    return rows
 
 
 def run_decode(argv: list[str], stdin: bytes = b"", capsys: pytest.CaptureFixture[str] | None = None) -> tuple[int, list[dict]]:
@@ -54,7 +46,7 @@ def test_decode_file_with_every_sample_and_garbage(tmp_path: Path, capsys: pytes
     status, lines = run_decode([str(stream)], capsys=capsys)
     assert status == 0
     assert len(lines) == len(NAMES)
-    expected = crc_status()
+    expected = manifest()
     for name, obj in zip(NAMES, lines):
         assert set(obj) >= {"crc_ok", "header", "values", "errors"}
         assert obj["crc_ok"] is VERDICT[expected[name]], name
