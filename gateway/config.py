@@ -239,14 +239,6 @@ class UplinkConfig(_Section):
             raise ValueError("only letters, digits, '_', '.' and '-' (a topic level), at most 64")
         return v
 
-    @model_validator(mode="after")
-    def _complete(self) -> UplinkConfig:
-        if self.enabled:
-            missing = [k for k in ("community", "operation", "pseudonym") if getattr(self, k) is None]
-            if missing:
-                raise ValueError(f"uplink.enabled needs {', '.join(missing)} (written by quartier community provision)")
-        return self
-
 
 class Config(BaseSettings):
     """The whole node configuration. Field order is the file's section order."""

@@ -264,8 +264,15 @@ class LiveSummaryPublisher:
                 log.warning("uplink.live_failed", extra={"error": repr(exc)})
 
 
+class UplinkConfigError(ValueError):
+    """``[uplink]`` is enabled but incomplete: the daemon meters on and keeps the rows in the outbox."""
+
+
 def settings_from_config(cfg: Any) -> UplinkSettings:
     """From the node's ``[uplink]`` section (:class:`gateway.config.UplinkConfig`)."""
+    missing = [f"uplink.{k}" for k in ("community", "operation", "pseudonym") if not getattr(cfg, k)]
+    if missing:
+        raise UplinkConfigError(f"{', '.join(missing)} not set (quartier community provision writes them)")
     return UplinkSettings(
         host=cfg.host, port=cfg.port, community=cfg.community, operation=cfg.operation, pseudonym=cfg.pseudonym,
         password=cfg.password.get_secret_value(), ca_file=str(cfg.ca_file) if cfg.ca_file else None,
@@ -338,15 +345,27 @@ class FleetLink:
         # the web side must not mark the gateway offline when it stops: no will, no status
         self.uplink.client.will_clear()
         self.uplink.status_topic = ""
+        if fleet.setup is None:
+            # the node knows its operation and pseudonym, not the other members: the server
+            # allocates and sends this member its own share only
+            from services.web.fleet import OperationSetup
+
+            fleet.set_setup(OperationSetup(operation_id=settings.operation, member_id=settings.pseudonym,
+                                           rounds=(), members=()))
 
     def _totals(self, msg: TotalsMsg) -> None:
         self.fleet.update_live(operation_live(msg, self._clock()))
 
     def _allocation(self, msg: AllocationMsg) -> None:
+        from services.web.fleet import MemberQuarterHour
+
         with self._lock:
             self.allocations[msg.start] = msg
             while len(self.allocations) > self._max:
                 self.allocations.pop(min(self.allocations))
+        self.fleet.add_member_allocations([MemberQuarterHour(
+            start=msg.start, received_wh=msg.received_wh, injection_shared_wh=msg.injection_shared_wh,
+            pool_wh=msg.pool_wh, shared_wh=msg.shared_wh, consumption_wh=msg.consumption_wh)])
 
     def start(self) -> None:
         self.uplink.start()

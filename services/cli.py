@@ -7,9 +7,11 @@ matplotlib for a chart) when it runs. Input errors are one line on stderr and ex
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 USER_ERROR = 2
+log = logging.getLogger("quartier.services")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -213,8 +215,23 @@ def _web(args: argparse.Namespace) -> int:
         return _fail("web", f"cannot serve on {host}:{port}: {exc.strerror or exc} (web.host, web.port or --host/--port)")
     from services.web.server import serve
 
+    fleet = link = None
+    if cfg.uplink.enabled:  # the operation's live totals and this member's allocation, from the community
+        from gateway.uplink import FleetLink, UplinkConfigError, settings_from_config
+        from services.web.fleet import Fleet
+
+        try:
+            fleet = Fleet()
+            link = FleetLink(settings_from_config(cfg.uplink), fleet)
+            link.start()
+        except UplinkConfigError as exc:
+            log.error("web.fleet_unavailable", extra={"reason": str(exc)})
+            fleet = link = None
     try:
-        serve(cfg, host=host, port=port)
+        serve(cfg, host=host, port=port, fleet=fleet)
     except OSError as exc:
         return _fail("web", f"cannot serve: {exc.strerror or exc}")
+    finally:
+        if link is not None:
+            link.stop()
     return 0

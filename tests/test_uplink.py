@@ -191,13 +191,15 @@ def test_fleet_link_fills_the_web_services_fleet_with_live_totals_and_allocation
         admin.close()
 
 
-def test_uplink_config_refuses_an_incomplete_section_and_a_password_in_the_main_file(tmp_path: Path) -> None:
+def test_uplink_config_names_an_incomplete_section_and_refuses_a_password_in_the_main_file(tmp_path: Path) -> None:
     from gateway.config import ConfigError, load_config
+
+    from gateway.uplink import UplinkConfigError, settings_from_config
 
     cfg = tmp_path / "q.toml"
     cfg.write_text('[uplink]\nenabled = true\ncommunity = "moulin"\noperation = "op1"\n')
-    with pytest.raises(ConfigError, match="pseudonym"):
-        load_config(cfg)
+    with pytest.raises(UplinkConfigError, match="uplink.pseudonym not set"):
+        settings_from_config(load_config(cfg).uplink)
     cfg.write_text('[uplink]\nenabled = true\npassword = "x"\n')
     with pytest.raises(ConfigError, match="uplink.password: secrets do not belong"):
         load_config(cfg)

@@ -42,3 +42,16 @@ def test_daemon_publishes_quarter_hours_and_live_summaries(tmp_path: Path, mosqu
         eans = store.meters()
     assert eans and not any(e.encode() in p for e in eans for _, p in admin.received())  # EAN stays home
     admin.close()
+
+
+def test_an_incomplete_uplink_section_does_not_stop_metering(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path, start=datetime(2026, 6, 1, 9, 58, tzinfo=timezone.utc), speed=300)
+    rig.write_config(extra_daemon="[uplink]\nenabled = true\npseudonym = \"m1\"\nport = 1\n")
+    rig.start_daemon()
+    try:
+        rig.wait_for(lambda: "uplink.misconfigured" in rig.log(), 20, "the uplink error in the log")
+        rig.wait_for(lambda: (rig.health() or {}).get("meters"), 20, "metering")
+    finally:
+        assert rig.stop() == 0
+        rig.meter.stop()
+    assert "uplink.community, uplink.operation not set" in rig.log()

@@ -115,6 +115,7 @@ class Fleet:
         self._alert: Alert | None = None
         self._qhs: OrderedDict[datetime, FleetQuarterHour] = OrderedDict()
         self._alloc: dict[datetime, MemberQuarterHour] = {}
+        self._server: set[datetime] = set()  # starts whose allocation came from the community server
         self._max = max_quarter_hours
 
     # -- filled by the uplink --------------------------------------------------------------------
@@ -122,7 +123,8 @@ class Fleet:
     def set_setup(self, setup: OperationSetup | None) -> None:
         with self._lock:
             self._setup = setup
-            self._alloc.clear()
+            for start in [s for s in self._alloc if s not in self._server]:
+                del self._alloc[start]  # computed under the old setup
 
     def update_live(self, live: OperationLive | None) -> None:
         with self._lock:
@@ -133,10 +135,25 @@ class Fleet:
             for qh in qhs:
                 self._qhs[qh.start] = qh
                 self._qhs.move_to_end(qh.start)
-                self._alloc.pop(qh.start, None)  # corrected figures: allocate again
+                if qh.start not in self._server:
+                    self._alloc.pop(qh.start, None)  # corrected figures: allocate again
             while len(self._qhs) > self._max:
                 old, _ = self._qhs.popitem(last=False)
-                self._alloc.pop(old, None)
+                if old not in self._server:
+                    self._alloc.pop(old, None)
+
+    def add_member_allocations(self, items: Iterable[MemberQuarterHour]) -> None:
+        """This member's share as the community server computed it. Members may not read each
+        other's quarter-hours, so a node normally gets only these, never the operation's detail;
+        the server's figure wins over a local computation of the same quarter-hour."""
+        with self._lock:
+            for m in items:
+                self._alloc[m.start] = m
+                self._server.add(m.start)
+            while len(self._alloc) > self._max:
+                old = min(self._alloc)
+                self._alloc.pop(old)
+                self._server.discard(old)
 
     def set_alert(self, alert: Alert | None) -> None:
         with self._lock:
@@ -156,7 +173,7 @@ class Fleet:
 
     @property
     def has_data(self) -> bool:
-        return self._setup is not None and bool(self._qhs)
+        return self._setup is not None and bool(self._qhs or self._alloc)
 
     def quarter_hours(self, start: datetime, end: datetime) -> list[FleetQuarterHour]:
         with self._lock:
@@ -170,12 +187,12 @@ class Fleet:
         out: dict[datetime, MemberQuarterHour] = {}
         todo: list[FleetQuarterHour] = []
         with self._lock:
-            for s, qh in self._qhs.items():
+            for s, m in self._alloc.items():
                 if start <= s < end:
-                    if s in self._alloc:
-                        out[s] = self._alloc[s]
-                    else:
-                        todo.append(qh)
+                    out[s] = m
+            for s, qh in self._qhs.items():
+                if start <= s < end and s not in out:
+                    todo.append(qh)
         for qh in todo:
             out[qh.start] = allocate_member(setup, qh)
         with self._lock:
