@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from services.allocation.model import load_community
@@ -50,3 +51,13 @@ def write_community(tmp: Path) -> Path:
 
 def roster(tmp: Path, only: list[str] | None = None) -> Roster:
     return Roster.build(load_community(write_community(tmp)), SECRET, only)
+
+
+def wait(pred, timeout: float = 15) -> bool:
+    """Poll ``pred`` until it holds or ``timeout`` s pass; the last answer is returned."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return pred()

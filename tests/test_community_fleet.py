@@ -4,7 +4,6 @@ VictoriaMetrics as the central InfluxDB v2 store."""
 from __future__ import annotations
 
 import threading
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -14,20 +13,11 @@ from gateway.uplink import Uplink, UplinkSettings, UplinkSink
 from services.community.ledger import Ledger
 from services.community.server import BrokerLink, CommunityServer
 from services.community.wire import AllocationMsg, LiveMsg, TotalsMsg, pseudonym
-from tests.community_fixtures import SECRET, roster
+from tests.community_fixtures import SECRET, roster, wait
 
 T0 = datetime(2026, 6, 1, 10, 0, tzinfo=timezone.utc)
 MEMBERS = {"alice": ("541448820000000001", 300, 0), "bob": ("541448820000000002", 100, 0),
            "school": ("541448820000000003", 0, 500)}
-
-
-def wait(pred, timeout: float = 15) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()
 
 
 def test_three_nodes_and_a_community_server(tmp_path: Path, mosquitto, victoria_metrics) -> None:

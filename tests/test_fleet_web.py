@@ -5,7 +5,6 @@ server allocated (fleet sync through a real Mosquitto; each node receives only i
 from __future__ import annotations
 
 import threading
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -18,22 +17,13 @@ from services.community.server import BrokerLink, CommunityServer
 from services.community.wire import LiveMsg, QuarterHourMsg, pseudonym
 from services.web.fleet import Fleet
 from services.web.server import build
-from tests.community_fixtures import SECRET, roster
+from tests.community_fixtures import SECRET, roster, wait
 
 NODES = {"alice": ("541448820000000001", 600.0, 0.0), "school": ("541448820000000003", 0.0, 4200.0)}
 BOB = "541448820000000002"  # the third member of op1: publishes quarter-hours only, no page
 T0 = datetime(2026, 6, 21, 10, 0, tzinfo=timezone.utc)
 # one closed quarter-hour (Wh): fixed-equal splits the school's 900 Wh three ways, capped by demand
 QH = {"541448820000000001": (300, 0), BOB: (200, 0), "541448820000000003": (0, 900)}
-
-
-def wait(pred, timeout: float = 15) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()
 
 
 def test_two_nodes_show_the_operations_live_surplus_and_signal(tmp_path: Path, mosquitto) -> None:
