@@ -275,7 +275,7 @@ class Config(BaseSettings):
         return env_settings, init_settings
 
 
-def _read_toml(path: Path, what: str) -> dict[str, Any]:
+def read_toml(path: Path, what: str) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)
@@ -287,7 +287,7 @@ def _read_toml(path: Path, what: str) -> dict[str, Any]:
         raise ConfigError(f"{what} {path}: not valid TOML: {exc}") from None
 
 
-def _check_secret_mode(path: Path) -> None:
+def check_secret_mode(path: Path) -> None:
     mode = path.stat().st_mode
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ConfigError(
@@ -296,11 +296,11 @@ def _check_secret_mode(path: Path) -> None:
         )
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def merge_tables(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge_tables(out[key], value)
         else:
             out[key] = value
     return out
@@ -320,8 +320,8 @@ def format_validation_error(exc: ValidationError, data: dict[str, Any]) -> str:
             continue
         value = err.get("input")
         shown = "" if isinstance(value, dict) or err["type"] == "missing" else f" = {value!r}"
-        if key.endswith(("token", "password")):
-            shown = " = '***'"
+        if any(part.endswith(("token", "tokens", "password", "secret")) for part in loc):
+            shown = " = '***'"  # a secret's value never reaches a log or a terminal
         lines.append(f"{key}{shown}: {msg}")
     return "\n".join(lines)
 
@@ -365,7 +365,7 @@ def load_config(path: str | Path | None) -> Config:
     """Load and validate; raise :class:`ConfigError` naming each bad key, its value and the reason."""
     data: dict[str, Any] = {}
     if path is not None:
-        data = _read_toml(Path(path), "config")
+        data = read_toml(Path(path), "config")
     for section, key in SECRET_KEYS:
         if isinstance(data.get(section), dict) and key in data[section]:
             raise ConfigError(
@@ -378,10 +378,10 @@ def load_config(path: str | Path | None) -> Config:
     secrets_path = os.environ.get("QUARTIER_DAEMON__SECRETS_FILE", secrets_path)
     if secrets_path:
         sp = Path(secrets_path)
-        secrets = _read_toml(sp, "secrets file")
-        _check_secret_mode(sp)
+        secrets = read_toml(sp, "secrets file")
+        check_secret_mode(sp)
         secrets = _apply_flukso_secrets(data, secrets)
-        data = _merge(data, secrets)
+        data = merge_tables(data, secrets)
     try:
         return Config(**data)
     except ValidationError as exc:

@@ -164,6 +164,21 @@ def test_server_config_keeps_secrets_out_of_the_main_file(tmp_path: Path) -> Non
         load_server_config(cfg)
 
 
+def test_server_config_errors_name_key_and_value_but_never_a_secret(tmp_path: Path) -> None:
+    from services.community.config import ConfigError, load_server_config
+
+    cfg = server_config(tmp_path)
+    cfg.write_text(cfg.read_text().replace("port = 8883", "port = 99999"))
+    (tmp_path / "secrets.toml").write_text('[server]\npseudonym_secret = "s"\n[api]\ntokens = "op3rator-t0ken"\n')
+    with pytest.raises(ConfigError) as exc:
+        load_server_config(cfg)
+    assert "broker.port = 99999:" in str(exc.value)
+    assert "api.tokens = '***'" in str(exc.value) and "op3rator-t0ken" not in str(exc.value)
+    (tmp_path / "secrets.toml").unlink()
+    with pytest.raises(ConfigError, match="secrets file .*secrets.toml: file not found"):
+        load_server_config(cfg)
+
+
 def test_quartier_community_runs_the_server_and_its_api(tmp_path: Path, mosquitto) -> None:
     import urllib.request
 

@@ -6,17 +6,12 @@ the broker password, the InfluxDB token, the operator API tokens) are refused in
 
 from __future__ import annotations
 
-import os
-import stat
-import tomllib
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-
-class ConfigError(Exception):
-    """A configuration problem, worded for the operator."""
+# one reader, one secrets check and one error format for every Quartier configuration file
+from gateway.config import ConfigError, check_secret_mode, format_validation_error, merge_tables, read_toml
 
 
 class _S(BaseModel):
@@ -69,37 +64,25 @@ class ServerConfig(_S):
 SECRETS = {("server", "pseudonym_secret"), ("broker", "password"), ("influx", "token"), ("api", "tokens")}
 
 
-def _read(path: Path, what: str) -> dict[str, Any]:
-    try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"{what} {path}: file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{what} {path}: not valid TOML: {exc}") from None
-
-
 def load_server_config(path: str | Path, secrets_file: str | Path | None = None) -> ServerConfig:
     path = Path(path)
-    data = _read(path, "config")
+    data = read_toml(path, "config")
     for section, key in SECRETS:
         if key in (data.get(section) or {}):
             raise ConfigError(f"{section}.{key}: secrets do not belong in the config file; put it in the secrets file")
     secrets_path = secrets_file or data.pop("secrets_file", None)
     if secrets_path:
         sp = (path.parent / secrets_path) if not Path(secrets_path).is_absolute() else Path(secrets_path)
-        if os.stat(sp).st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError(f"secrets file {sp}: readable by other users; chmod 600 it")
-        for section, values in _read(sp, "secrets file").items():
-            data.setdefault(section, {}).update(values)
+        secrets = read_toml(sp, "secrets file")
+        check_secret_mode(sp)
+        data = merge_tables(data, secrets)
     server = data.get("server") or {}
     if "community_file" in server and not Path(server["community_file"]).is_absolute():
         server["community_file"] = str(path.parent / server["community_file"])
     try:
         cfg = ServerConfig.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        raise ConfigError(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
+        raise ConfigError("invalid configuration:\n" + format_validation_error(exc, data)) from None
     if not cfg.server.pseudonym_secret.get_secret_value():
         raise ConfigError("server.pseudonym_secret: missing (secrets file): it maps meters to their pseudonyms")
     return cfg
