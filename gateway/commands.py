@@ -25,6 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--duration", type=float, default=None, help="stop after this many real seconds")
     p.add_argument("--port", type=int, default=None,
                    help="serve the page and the API on 127.0.0.1:PORT (default 8080, or a free port when 8080 is taken)")
+    p.add_argument("--pv-kwp", type=float, default=4.0, help="rooftop solar of the simulated household, kWp (0: none)")
+    p.add_argument("--join", type=Path, metavar="DIR",
+                   help="join a community: the files `quartier community provision --out` wrote for this member "
+                        "(uplink.toml, uplink-secrets.toml, community-ca.crt)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("replay", help="run a raw P1 capture through the pipeline into a store, as fast as it goes")
@@ -105,15 +109,18 @@ def cmd_demo(args) -> int:
         raise CommandError(f"--port {args.port}: not a TCP port (1-65535)")
     elif not _port_free("127.0.0.1", args.port):
         raise CommandError(f"--port {args.port}: cannot serve on 127.0.0.1:{args.port} (in use); choose another with --port")
+    if not 0 <= args.pv_kwp <= 100:
+        raise CommandError(f"--pv-kwp {args.pv_kwp:g}: between 0 and 100 kWp")
+    uplink = _read_join(args.join) if args.join else None
     d = args.dir.resolve()
     d.mkdir(parents=True, exist_ok=True)
-    config_path, token = _write_demo_config(d, args)
+    config_path, token = _write_demo_config(d, args, uplink)
     cfg = _load(config_path)
     daemon = Daemon(cfg)
     qh_s = 900 / args.speed
     url = f"http://127.0.0.1:{args.port}/"
     print(
-        f"Quartier demo: a simulated Belgian e-MUCS meter (household + 4 kWp rooftop solar) at {args.speed:g}x,\n"
+        f"Quartier demo: a simulated Belgian e-MUCS meter ({_household(args.pv_kwp)}) at {args.speed:g}x,\n"
         f"read through pyserial on a pseudo-terminal, aggregated into quarter-hours (one every {qh_s:.0f} s).\n"
         f"  page and API:     {url}   (API docs: {url}api/docs)\n"
         f"  store (SQLite):   {d / 'quartier.sqlite'}\n"
@@ -123,7 +130,9 @@ def cmd_demo(args) -> int:
         f"  status:           quartier status --db {d / 'quartier.sqlite'} --runtime-dir {d}\n"
         f"  reduce-now alert: curl -X PUT -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n"
         f"                         -d '{{\"message\": \"Peak on the feeder\", \"minutes\": 60}}' {url}api/v1/alert\n"
-        f"Stop with Ctrl-C.",
+        + (f"  community:        operation {uplink['operation']!r} of {uplink['community']!r} through "
+           f"{uplink['host']}:{uplink['port']} as {uplink['pseudonym']}\n" if uplink else "")
+        + "Stop with Ctrl-C.",
         flush=True,
     )
     web = _start_demo_web(config_path, args.port, d)
@@ -158,7 +167,40 @@ def _free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
-def _write_demo_config(d: Path, args) -> tuple[Path, str]:
+def _household(pv_kwp: float) -> str:
+    return f"household + {pv_kwp:g} kWp rooftop solar" if pv_kwp else "household without solar panels"
+
+
+def _read_join(join: Path) -> dict:
+    """The ``[uplink]`` table of a provisioned member (``quartier community provision --out``), with the
+    CA file where provisioning left it and the password from its secrets file."""
+    import tomllib
+
+    d = join.resolve()
+    tables = {}
+    for name in ("uplink.toml", "uplink-secrets.toml"):
+        try:
+            tables[name] = tomllib.loads((d / name).read_text()).get("uplink")
+        except FileNotFoundError:
+            raise CommandError(f"--join {join}: no {name} there (write it with `quartier community provision --out`)") from None
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise CommandError(f"--join {join}: {name}: {exc}") from None
+        if not isinstance(tables[name], dict):
+            raise CommandError(f"--join {join}: {name} has no [uplink] table")
+    uplink = dict(tables["uplink.toml"])
+    if "password" not in tables["uplink-secrets.toml"]:
+        raise CommandError(f"--join {join}: uplink-secrets.toml: uplink.password missing")
+    uplink["password"] = tables["uplink-secrets.toml"]["password"]
+    if (d / "community-ca.crt").exists():
+        uplink["ca_file"] = str(d / "community-ca.crt")
+    uplink.pop("meter_id", None)  # the simulated meter is this member, whatever its serial number
+    for key in ("community", "operation", "pseudonym", "host", "port"):
+        if key not in uplink:
+            raise CommandError(f"--join {join}: uplink.toml: uplink.{key} missing")
+    return uplink
+
+
+def _write_demo_config(d: Path, args, uplink: dict | None = None) -> tuple[Path, str]:
     """The demo node's configuration file (and a secrets file with a bearer token for the API)."""
     import os
     import secrets
@@ -173,9 +215,11 @@ def _write_demo_config(d: Path, args) -> tuple[Path, str]:
             token = None
     if not token:
         token = secrets.token_urlsafe(18)
-        fd = os.open(secrets_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(f'[web]\ntoken = "{token}"\n')
+    fd = os.open(secrets_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f'[web]\ntoken = "{token}"\n')
+        if uplink:
+            fh.write(f"[uplink]\npassword = {json.dumps(uplink['password'])}\n")
     os.chmod(secrets_path, 0o600)
     lines = [
         "# written by `quartier demo`: the demo node (a simulated meter), usable with `quartier web --config`",
@@ -183,6 +227,7 @@ def _write_demo_config(d: Path, args) -> tuple[Path, str]:
         'type = "simulated"',
         f"speed = {args.speed!r}",
         f"seed = {args.seed}",
+        f"pv_kwp = {float(args.pv_kwp)!r}",
     ]
     if args.start:
         lines.append(f"start = {json.dumps(args.start)}")
@@ -197,6 +242,9 @@ def _write_demo_config(d: Path, args) -> tuple[Path, str]:
         'host = "127.0.0.1"',
         f"port = {args.port}",
     ]
+    if uplink:
+        lines += ["[uplink]", "enabled = true", "live_interval_s = 2"]
+        lines += [f"{k} = {json.dumps(v)}" for k, v in uplink.items() if k not in ("password", "enabled", "live_interval_s")]
     path = d / "quartier.toml"
     path.write_text("\n".join(lines) + "\n")
     return path, token

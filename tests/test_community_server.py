@@ -43,10 +43,12 @@ def server(tmp_path: Path) -> Iterator[tuple[CommunityServer, list[QuarterHourRe
         ledger.close()
 
 
-def qh(member: str, start: datetime, imp: int, exp: int) -> tuple[str, bytes, float]:
+def qh(member: str, start: datetime, imp: int, exp: int, received: float | None = None) -> tuple[str, bytes, float]:
+    """A quarter-hour message as the server's queue holds it; received by default right at its end."""
     p = pseudonym(EAN[member], SECRET)
     msg = QuarterHourMsg(meter=p, operation=OP[member], start=start, import_wh=imp, export_wh=exp)
-    return meter_topic("moulin", OP[member], p, "qh"), msg.to_bytes(), 0.0
+    at = (start + timedelta(minutes=15)).timestamp() if received is None else received
+    return meter_topic("moulin", OP[member], p, "qh"), msg.to_bytes(), at
 
 
 def test_allocates_as_soon_as_every_member_is_in(server) -> None:
@@ -147,3 +149,59 @@ def test_live_totals_sum_fresh_members_and_give_a_signal(server) -> None:
     clock.t += 31  # everyone stale
     srv.publish_totals(clock.t)
     assert srv.last_totals["op1"].members_reporting == 0
+
+
+def test_a_backlog_after_an_outage_is_not_estimated_while_it_drains(server) -> None:
+    """The deadline runs from the first figure's arrival on the server's clock: quarter-hours a day
+    old that arrive now wait ``deadline_s`` for the other members' backlogs before any estimate."""
+    srv, got, clock = server
+    clock.t = (T0 + timedelta(days=1)).timestamp()
+    old = [T0 + timedelta(minutes=15 * i) for i in range(4)]
+    srv.handle_batch([qh("alice", s, 300, 0, received=clock.t) for s in old])
+    srv.handle_batch([qh("school", s, 0, 500, received=clock.t) for s in old])
+    assert srv.allocate_overdue(clock.t) == 0 and got == []  # a day late, yet not overdue: bob may be draining
+    clock.t += 120
+    srv.handle_batch([qh("bob", s, 100, 0, received=clock.t) for s in old[:3]])  # bob's backlog, all but one
+    assert [r.estimated for r in got] == [()] * 3
+    clock.t += 179
+    assert srv.allocate_overdue(clock.t) == 0
+    clock.t += 1  # 300 s after the first figure of the last quarter-hour
+    assert srv.allocate_overdue(clock.t) == 1 and got[-1].start == old[3] and got[-1].estimated == ("bob",)
+    assert srv.allocate_overdue(clock.t + 3600) == 0  # allocated once, not again at every tick
+
+
+def test_a_ledger_from_before_the_pending_table_finds_its_incomplete_quarter_hours(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    ledger = Ledger(path)
+    srv = CommunityServer(roster(tmp_path), ledger, BrokerLink("127.0.0.1", 1), deadline_s=300)
+    srv.handle_batch([qh("alice", T0, 300, 0), qh("school", T0, 0, 500)])
+    srv.handle_batch([qh(m, T0 + timedelta(minutes=15), 1, 1) for m in ("alice", "bob", "school")])
+    ledger.close()
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE pending")  # as written by the previous release
+    ledger = Ledger(path)
+    try:
+        end = (T0 + timedelta(minutes=15)).timestamp()
+        assert ledger.pending_starts("op1", end + 1) == [T0]  # the complete one was allocated already
+        assert ledger.pending_starts("op1", end) == []
+    finally:
+        ledger.close()
+
+
+def test_live_totals_follow_the_members_quarter_hour_whatever_their_clocks(server) -> None:
+    """Members whose clocks are hours off (a Pi before NTP sync, the demo's simulated meters) still
+    count as fresh: freshness is when their summary arrived, the quarter-hour the one they agree on."""
+    srv, _, clock = server
+    clock.t = (T0 + timedelta(hours=6)).timestamp()
+    their_now = T0 + timedelta(minutes=10)  # six hours behind the server
+    for member, imp, exp, qi, qe in (("alice", 400, 0, 60, 0), ("bob", 300, 0, 50, 0), ("school", 0, 4000, 0, 600)):
+        p = pseudonym(EAN[member], SECRET)
+        m = LiveMsg(meter=p, operation="op1", time=their_now, import_w=imp, export_w=exp, qh_start=T0,
+                    qh_import_wh=qi, qh_export_wh=qe)
+        srv.handle_batch([(meter_topic("moulin", "op1", p, "live"), m.to_bytes(), clock.t - 1)])
+    srv.publish_totals(clock.t)
+    t = srv.last_totals["op1"]
+    assert t.members_reporting == 3 and t.qh_start == T0 and 600 <= t.elapsed_s <= 602
+    assert (t.consumption_wh, t.pool_wh) == (110, 600) and t.signal == "green"

@@ -25,20 +25,32 @@ def operation_totals(
     stale_after_s: float,
     tracker: SignalTracker,
 ) -> TotalsMsg:
-    """``latest``: member -> (its last live summary, when it was received, epoch seconds)."""
-    fresh = [(s, latest[s.member][0]) for s in seats if s.member in latest and now_s - latest[s.member][1] <= stale_after_s]
-    cons_w = sum(m.import_w for s, m in fresh if s.receives)
-    pool_w = sum(m.export_w for s, m in fresh if s.produces)
-    start = floor_quarter(now)
-    starts = {m.qh_start for _, m in fresh}
+    """``latest``: member -> (its last live summary, when it was received, epoch seconds).
+
+    Freshness and age are measured on the server's clock (when a summary *arrived*); the running
+    quarter-hour is the one the reporting members agree on, so a member clock that is off (a Pi
+    without RTC before NTP sync, or a simulated meter) never makes fresh data look hours old.
+    """
+    fresh = [(s, latest[s.member][0], latest[s.member][1]) for s in seats
+             if s.member in latest and now_s - latest[s.member][1] <= stale_after_s]
+    cons_w = sum(m.import_w for s, m, _ in fresh if s.receives)
+    pool_w = sum(m.export_w for s, m, _ in fresh if s.produces)
+    starts = {m.qh_start for _, m, _ in fresh}
     cons_wh = pool_wh = None
-    if fresh and starts == {start} and all(m.qh_import_wh is not None and m.qh_export_wh is not None for _, m in fresh):
-        cons_wh = sum(m.qh_import_wh or 0.0 for s, m in fresh if s.receives)
-        pool_wh = sum(m.qh_export_wh or 0.0 for s, m in fresh if s.produces)
-    newest = max((m.time for _, m in fresh), default=now)
-    elapsed = max(0.0, min(900.0, (now - start).total_seconds()))
+    if len(starts) == 1 and None not in starts:
+        start = starts.pop()
+        _, newest, newest_at = max(fresh, key=lambda f: f[2])
+        elapsed = (newest.time - start).total_seconds() + (now_s - newest_at)
+        if all(m.qh_import_wh is not None and m.qh_export_wh is not None for _, m, _ in fresh):
+            cons_wh = sum(m.qh_import_wh or 0.0 for s, m, _ in fresh if s.receives)
+            pool_wh = sum(m.qh_export_wh or 0.0 for s, m, _ in fresh if s.produces)
+    else:  # no common quarter-hour (members disagree, or none reports): power alone
+        start = floor_quarter(now)
+        elapsed = (now - start).total_seconds()
+    elapsed = max(0.0, min(900.0, elapsed))
+    age_s = max(0.0, now_s - max((at for _, _, at in fresh), default=now_s))
     q = QuarterSoFar(start=start, elapsed_s=elapsed, imported_wh=cons_wh, exported_wh=pool_wh,
-                     import_w=cons_w, export_w=pool_w, age_s=max(0.0, (now - newest).total_seconds()))
+                     import_w=cons_w, export_w=pool_w, age_s=age_s)
     sig = tracker.update(SignalInputs(now=now, operation=q if fresh else None))
     return TotalsMsg(
         operation=operation, time=now, qh_start=start, elapsed_s=elapsed, consumption_w=round(cons_w, 1),

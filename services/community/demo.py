@@ -1,0 +1,282 @@
+"""``quartier community demo``: a whole energy community on this machine, from real parts.
+
+A Mosquitto broker configured as in production (TLS with a fresh community CA, one user per gateway,
+the generated ACL), the community server (``quartier community``) with its operator page, and two or
+more nodes, each a ``quartier demo`` (simulated meter on a pseudo-terminal, daemon, web page) that
+joins with the files provisioning wrote for it. The nodes' simulated meters share one start time and
+speed, so their quarter-hours close together and the server allocates each as soon as all are in.
+
+Everything lives under ``--dir``; a second run reuses the CA, the pseudonym secret and the stores.
+Children run in their own sessions so that Ctrl-C stops them in order: nodes first (their daemons
+flush), then the server, then the broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+COMMUNITY = "quartier-demo"
+OPERATION = "rue-du-moulin"
+MOSQUITTO_FALLBACK = "/usr/sbin/mosquitto"  # Debian installs it outside a user's PATH
+
+
+@dataclass(frozen=True)
+class DemoMember:
+    id: str
+    role: str  # the allocation model's role: consumer, producer or both
+    pv_kwp: float
+    seed: int
+    ean: str
+    what: str
+
+
+MEMBERS = (
+    DemoMember("soleil", "both", 8.0, 1, "541448820000001001", "household with 8 kWp on its roof"),
+    DemoMember("voisin", "consumer", 0.0, 2, "541448820000001002", "household without solar panels"),
+    DemoMember("atelier", "consumer", 0.0, 3, "541448820000001003", "workshop without solar panels"),
+    DemoMember("ecole", "both", 12.0, 4, "541448820000001004", "school with 12 kWp"),
+)
+
+
+class DemoError(Exception):
+    """Something the user can fix (a missing program, a port in use); one line, no traceback."""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    pd = sub.add_parser("demo", help="a community on this machine: broker, community server and simulated nodes",
+                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    pd.add_argument("--dir", type=Path, default=Path("quartier-community-demo"), help="where everything goes")
+    pd.add_argument("--nodes", type=int, default=2, help=f"simulated members, 2 to {len(MEMBERS)} (default 2)")
+    pd.add_argument("--speed", type=float, default=60.0, help="simulated seconds per real second (60: a quarter-hour every 15 s)")
+    pd.add_argument("--start", help="simulated start time of every meter, ISO 8601 (default: today 10:00 local)")
+    pd.add_argument("--port", type=int, default=8080, help="the first node's page; the others take the next ports")
+    pd.add_argument("--operator-port", type=int, default=8090, help="the community server's operator page and API")
+    pd.add_argument("--duration", type=float, default=None, help="stop after this many real seconds")
+    pd.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return Demo(args).run()
+    except DemoError as exc:
+        print(f"quartier community demo: {exc}", file=sys.stderr)
+        return 2
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Demo:
+    def __init__(self, args: argparse.Namespace) -> None:
+        if not 2 <= args.nodes <= len(MEMBERS):
+            raise DemoError(f"--nodes {args.nodes}: between 2 and {len(MEMBERS)}")
+        if not 0 < args.speed <= 3600:
+            raise DemoError(f"--speed {args.speed:g}: between 0 (exclusive) and 3600")
+        if args.start:
+            try:
+                datetime.fromisoformat(args.start)
+            except ValueError:
+                raise DemoError(f"--start {args.start!r}: not an ISO 8601 time") from None
+        for name in ("port", "operator_port"):
+            if not 1 <= getattr(args, name) <= 65535:
+                raise DemoError(f"--{name.replace('_', '-')} {getattr(args, name)}: not a TCP port (1-65535)")
+        self.args = args
+        self.dir = args.dir.resolve()
+        self.members = MEMBERS[: args.nodes]
+        self.children: list[tuple[str, subprocess.Popen]] = []
+        self.stop = threading.Event()
+
+    # -- set-up ------------------------------------------------------------------------------------
+
+    def _secrets(self) -> dict:
+        path = self.dir / "server-secrets.toml"
+        if path.exists():
+            try:
+                return tomllib.loads(path.read_text())
+            except (OSError, tomllib.TOMLDecodeError):
+                pass
+        return {}
+
+    def prepare(self) -> dict:
+        """Community file, broker security files, server config; returns what ``run`` prints."""
+        from services.community import broker
+        from services.community.provision import GatewayFiles, write_gateway_files, write_secret
+        from services.community.wire import pseudonym
+
+        mosquitto = shutil.which("mosquitto") or (MOSQUITTO_FALLBACK if os.access(MOSQUITTO_FALLBACK, os.X_OK) else None)
+        if mosquitto is None:
+            raise DemoError("Mosquitto is needed for the community broker: sudo apt-get install mosquitto")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        old = self._secrets()
+        secret = (old.get("server") or {}).get("pseudonym_secret") or secrets.token_urlsafe(24)
+        token = ((old.get("api") or {}).get("tokens") or [secrets.token_urlsafe(18)])[0]
+        lines = [f'[community]\nid = "{COMMUNITY}"\n', f'[[operations]]\nid = "{OPERATION}"\npreset = "prorata"\n']
+        for m in self.members:
+            lines.append(f'[[operations.members]]\nid = "{m.id}"\nrole = "{m.role}"\nmeter = "{m.ean}"\n')
+        (self.dir / "community.toml").write_text("# written by `quartier community demo`\n" + "\n".join(lines))
+
+        bdir = broker.BrokerDir(self.dir / "broker")
+        try:
+            broker.make_ca(bdir, COMMUNITY)  # kept if it exists
+            if not bdir.server_cert.exists():
+                broker.issue_server_cert(bdir, ["127.0.0.1", "localhost"])
+            server_password = broker.add_server_user(bdir, COMMUNITY, "community-server")
+            pseudonyms = {m.id: pseudonym(m.ean, secret) for m in self.members}
+            passwords = broker.add_gateways(bdir, COMMUNITY, {p: OPERATION for p in pseudonyms.values()})
+        except broker.BrokerSetupError as exc:
+            raise DemoError(str(exc)) from None
+        self.broker_port = _free_port()
+        data = bdir.root / "data"
+        data.mkdir(exist_ok=True)
+        bdir.conf.write_text(broker.conf_text(bdir, port=self.broker_port, bind="127.0.0.1", persistence_dir=data,
+                                              run_as=getpass.getuser()))
+        self.mosquitto = mosquitto
+        self.ca_cert = bdir.ca_cert
+
+        self.operator_port = self.args.operator_port if _port_free(self.args.operator_port) else _free_port()
+        qh_s = 900 / self.args.speed
+        (self.dir / "server.toml").write_text(
+            "# written by `quartier community demo`: the community server\n"
+            'secrets_file = "server-secrets.toml"\n'
+            f'[server]\ncommunity_file = "community.toml"\ndatabase = {json.dumps(str(self.dir / "community.sqlite"))}\n'
+            # the meters run at --speed: give late members a few of their quarter-hours, not five real minutes
+            f"deadline_s = {max(10.0, 2 * qh_s):g}\ntotals_interval_s = 1\nlive_stale_s = 15\n"
+            f'[broker]\nhost = "127.0.0.1"\nport = {self.broker_port}\nca_file = {json.dumps(str(bdir.ca_cert))}\n'
+            'username = "community-server"\nclient_id = "quartier-community-demo"\n'
+            f'[api]\nhost = "127.0.0.1"\nport = {self.operator_port}\n')
+        write_secret(self.dir / "server-secrets.toml",
+                     f"[server]\npseudonym_secret = {json.dumps(secret)}\n[broker]\npassword = {json.dumps(server_password)}\n"
+                     f"[api]\ntokens = [{json.dumps(token)}]\n")
+
+        self.nodes = []
+        port = self.args.port
+        for m in self.members:
+            join = write_gateway_files(self.dir / m.id / "join", GatewayFiles(
+                member=m.id, community=COMMUNITY, operation=OPERATION, pseudonym=pseudonyms[m.id], meter=m.ean,
+                host="127.0.0.1", port=self.broker_port, password=passwords[pseudonyms[m.id]]), bdir.ca_cert)
+            while not _port_free(port) or port == self.operator_port:
+                port = port + 1 if port < 65535 else _free_port()
+            self.nodes.append((m, join, port))
+            port += 1
+        start = self.args.start or datetime.now().astimezone().replace(hour=10, minute=0, second=0, microsecond=0).isoformat()
+        self.start = start
+        return {"token": token}
+
+    # -- processes ---------------------------------------------------------------------------------
+
+    def _spawn(self, name: str, argv: list[str], log: Path) -> subprocess.Popen:
+        fh = open(log, "ab")  # noqa: SIM115 - the child owns it; closed when we exit
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=fh, start_new_session=True)
+        fh.close()
+        self.children.append((name, proc))
+        return proc
+
+    def _wait_port(self, name: str, port: int, proc: subprocess.Popen, log: Path, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise DemoError(f"{name} exited with status {proc.returncode}; its log: {log}\n{_tail(log)}")
+            with socket.socket() as s:
+                s.settimeout(0.5)
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    return
+            time.sleep(0.1)
+        raise DemoError(f"{name} does not listen on 127.0.0.1:{port} after {timeout:g} s; its log: {log}")
+
+    def run(self) -> int:
+        info = self.prepare()
+        py = [sys.executable, "-m", "gateway.cli"]
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: self.stop.set())
+        try:
+            log = self.dir / "broker" / "mosquitto.log"
+            p = self._spawn("broker", [self.mosquitto, "-c", str(self.dir / "broker" / "mosquitto.conf")], log)
+            self._wait_port("the broker (mosquitto)", self.broker_port, p, log)
+            log = self.dir / "community.log"
+            p = self._spawn("community server", [*py, "community", "--config", str(self.dir / "server.toml")], log)
+            self._wait_port("the community server", self.operator_port, p, log)
+            for m, join, port in self.nodes:
+                log = self.dir / m.id / "demo.log"
+                p = self._spawn(f"node {m.id}", [
+                    *py, "demo", "--dir", str(self.dir / m.id), "--port", str(port), "--speed", f"{self.args.speed:g}",
+                    "--seed", str(m.seed), "--pv-kwp", f"{m.pv_kwp:g}", "--start", self.start, "--join", str(join),
+                ], log)
+            for (m, _, port), (name, p) in zip(self.nodes, self.children[2:], strict=True):
+                self._wait_port(name, port, p, self.dir / m.id / "demo.log")
+            self._banner(info["token"])
+            return self._supervise()
+        finally:
+            self._stop_all()
+
+    def _banner(self, token: str) -> None:
+        qh_s = 900 / self.args.speed
+        rows = "\n".join(f"  {m.id:<9} {m.what:<34} http://127.0.0.1:{port}/" for m, _, port in self.nodes)
+        print(
+            f"Quartier community demo: sharing operation {OPERATION!r} of community {COMMUNITY!r}, simulated meters\n"
+            f"from {self.start} at {self.args.speed:g}x (a quarter-hour every {qh_s:.0f} s), all on this machine.\n"
+            f"Each node's page shows the operation's live surplus, its consume-now signal and the member's own\n"
+            f"share of every quarter-hour the community server allocated:\n{rows}\n"
+            f"  operator page   http://127.0.0.1:{self.operator_port}/   (token: {token})\n"
+            f"  broker          mqtts://127.0.0.1:{self.broker_port}  (TLS, community CA {self.ca_cert})\n"
+            f"  logs            {self.dir}/community.log, {self.dir}/<member>/demo.log, {self.dir}/broker/mosquitto.log\n"
+            f"Stop with Ctrl-C.",
+            flush=True,
+        )
+
+    def _supervise(self) -> int:
+        end = None if self.args.duration is None else time.monotonic() + self.args.duration
+        while not self.stop.wait(0.5):
+            if end is not None and time.monotonic() >= end:
+                return 0
+            for name, proc in self.children:
+                if proc.poll() is not None:
+                    print(f"quartier community demo: {name} stopped (status {proc.returncode}); stopping the others",
+                          file=sys.stderr)
+                    return 1
+        return 0
+
+    def _stop_all(self) -> None:
+        # nodes first (their daemons flush the running quarter-hour), then the server, then the broker
+        for name, proc in reversed(self.children):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=5)
+
+
+def _tail(path: Path, lines: int = 8) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
