@@ -66,7 +66,7 @@ def community_demo(tmp_path: Path):
             lines.append(line)
         banner = "".join(lines)
         nodes = dict(re.findall(r"^  (\w+)\s+.*?(http://127\.0\.0\.1:\d+/)$", banner, re.M))
-        token = re.search(r"operator page\s+http://127\.0\.0\.1:\d+/\s+\(token: (\S+)\)", banner).group(1)
+        token = re.search(r"operator page\s+http://127\.0\.0\.1:\d+/#token=(\S+)", banner).group(1)
         yield proc, nodes, f"http://127.0.0.1:{op_port}/", token, tmp_path / "demo"
     finally:
         if proc.poll() is None:
@@ -131,6 +131,17 @@ def test_two_demo_nodes_and_a_community_server_show_the_shared_allocation_and_th
             art = Path(__file__).resolve().parents[1] / "artifacts"
             art.mkdir(exist_ok=True)
             browser.screenshot(art / f"community-demo-{name}.png")
+        # the operator's page, opened from the demo's link (token in the fragment): both members
+        # online, on the newest day and month with data, the neighbour's share and the key in use
+        browser.navigate(operator + f"#token={token}")
+        browser.wait_js("document.querySelector('.online-count') && "
+                        "document.querySelector('.online-count').textContent.startsWith('2/2')",
+                        timeout=30, what="operator page: both members online")
+        assert browser.js("document.getElementById('month').value") == "2026-06"
+        assert browser.js("location.hash") == ""  # the token left the address bar
+        got = browser.js("parseInt(document.querySelector('tr[data-member=voisin] .received').textContent)")
+        assert got > 0
+        assert "prorata" in browser.js("document.getElementById('ops').textContent").lower()
     finally:
         browser.close()
 

@@ -27,6 +27,10 @@ def _local_day(day: date, tz: str) -> tuple[datetime, datetime]:
     return start, end
 
 
+def _local_iso(epoch: float | None, tz: str) -> str | None:
+    return None if not epoch else datetime.fromtimestamp(epoch, ZoneInfo(tz)).isoformat()
+
+
 def create_app(roster: Roster, ledger: Ledger, tokens: list[str], server: Any = None) -> FastAPI:
     """``server``: the running :class:`CommunityServer` (live totals, stats), optional."""
     if not tokens:
@@ -53,8 +57,12 @@ def create_app(roster: Roster, ledger: Ledger, tokens: list[str], server: Any = 
         out = []
         for op in roster.operations.values():
             totals = server.last_totals.get(op.id) if server is not None else None
+            last = max((p[2] for p in ledger.presence(op.id).values() if p[2]), default=None)
             out.append({
                 "id": op.id, "name": op.name, "key": op.key_label, "rounds": list(op.key_rounds),
+                "timezone": op.timezone,
+                # the newest quarter-hour any member sent: the page opens on its day and month
+                "last_quarter_hour": _local_iso(last, op.timezone),
                 "settings": op.settings.model_dump(), "members": len(op.members),
                 "metered_members": len(roster.members_of(op.id)),
                 "live": totals.model_dump(mode="json") if totals is not None else None,
@@ -73,8 +81,8 @@ def create_app(roster: Roster, ledger: Ledger, tokens: list[str], server: Any = 
             out.append({
                 "id": m.id, "name": m.name, "role": m.role, "metered": m.meter is not None,
                 "status": p[0] if p else "never seen",
-                "status_since": datetime.fromtimestamp(p[1]).astimezone().isoformat() if p else None,
-                "last_quarter_hour": datetime.fromtimestamp(p[2]).astimezone().isoformat() if p and p[2] else None,
+                "status_since": _local_iso(p[1], o.timezone) if p else None,
+                "last_quarter_hour": _local_iso(p[2], o.timezone) if p else None,
                 "last_live": lv[0].time.isoformat() if lv else None,
             })
         return out
@@ -122,33 +130,56 @@ def create_app(roster: Roster, ledger: Ledger, tokens: list[str], server: Any = 
 
 
 PAGE = """<!doctype html><html lang="en"><meta charset="utf-8"><title>Quartier community</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <style>body{font:15px system-ui;margin:1.5em;max-width:70em}table{border-collapse:collapse}td,th{padding:.2em .6em;
-border-bottom:1px solid #ddd;text-align:left}.online{color:#070}.offline,.never{color:#a00}</style>
-<h1>Quartier community</h1><p id=msg></p><div id=ops></div>
+border-bottom:1px solid #ddd;text-align:left}td.n{text-align:right}.online{color:#070}.offline,.never,.unknown{color:#a00}
+form{margin:.5em 0}</style>
+<h1>Quartier community</h1>
+<form id=login hidden><label>Operator token <input id=token type=password autocomplete=current-password></label>
+<button>Open</button></form>
+<form id=period hidden><label>Month <input id=month type=month></label> <label>Day <input id=day type=date></label></form>
+<p id=msg></p><div id=ops></div>
 <script>
-let token = localStorage.getItem('qtoken') || prompt('Operator token');
-localStorage.setItem('qtoken', token);
+// the token: from the link's fragment (never sent to a server or logged), else this browser's storage
+const frag = new URLSearchParams(location.hash.slice(1));
+if (frag.get('token')) { localStorage.setItem('qtoken', frag.get('token')); history.replaceState(null, '', location.pathname); }
+let token = localStorage.getItem('qtoken');
+const $ = id => document.getElementById(id);
 const get = p => fetch(p, {headers: {Authorization: 'Bearer ' + token}}).then(r => {
-  if (r.status === 401) { localStorage.removeItem('qtoken'); throw new Error('token refused'); } return r.json(); });
+  if (r.status === 401) { localStorage.removeItem('qtoken'); token = null; ask(); throw new Error('token refused'); }
+  if (!r.ok) throw new Error(p + ': ' + r.status); return r.json(); });
 const esc = s => String(s ?? '').replace(/[&<>"]/g, c => ({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c]));
+function ask() { $('login').hidden = false; $('period').hidden = true; }
+$('login').onsubmit = e => { e.preventDefault(); token = $('token').value.trim(); localStorage.setItem('qtoken', token);
+  $('login').hidden = true; load().catch(err => $('msg').textContent = err.message); };
+['month', 'day'].forEach(id => $(id).onchange = () => { $(id).dataset.set = '1'; load().catch(err => $('msg').textContent = err.message); });
 async function load() {
+  if (!token) return ask();
   const ops = await get('/api/v1/operations');
-  const month = new Date().toISOString().slice(0, 7), day = new Date().toISOString().slice(0, 10);
+  // open on the newest data (a month that has some), unless the operator picked a period
+  const newest = ops.map(o => o.last_quarter_hour).filter(Boolean).sort().pop() || new Date().toISOString();
+  if (!$('day').dataset.set) $('day').value = newest.slice(0, 10);
+  if (!$('month').dataset.set) $('month').value = $('day').value.slice(0, 7);
+  $('period').hidden = false; $('msg').textContent = '';
+  const month = $('month').value, day = $('day').value;
   let html = '';
   for (const op of ops) {
     const [mem, alloc, comp] = await Promise.all([get(`/api/v1/operations/${op.id}/members`),
       get(`/api/v1/operations/${op.id}/allocation?month=${month}`), get(`/api/v1/operations/${op.id}/completeness?day=${day}`)]);
-    const live = op.live ? `live: pool ${op.live.pool_w} W, consumption ${op.live.consumption_w} W, signal <b>${op.live.signal}</b>,
+    const online = mem.filter(m => m.status === 'online').length;
+    const live = op.live ? `live: pool ${op.live.pool_w} W, consumption ${op.live.consumption_w} W, signal <b>${esc(op.live.signal)}</b>,
       ${op.live.members_reporting}/${op.live.members_total} reporting` : 'no live data';
-    html += `<h2>${esc(op.name || op.id)}</h2><p>key in use: <b>${esc(op.key)}</b> (${esc(op.rounds.join(', '))}); ${live}</p>
-      <table><tr><th>member</th><th>role</th><th>status</th><th>last quarter-hour</th><th>today</th>
-      <th>received ${month} (Wh)</th><th>provisional</th><th>difference</th></tr>` +
+    html += `<h2>${esc(op.name || op.id)}</h2><p>key in use: <b>${esc(op.key)}</b> (${esc(op.rounds.join(', '))});
+      <span class=online-count>${online}/${mem.length} members online</span>; ${live}</p>
+      <table><tr><th>member</th><th>role</th><th>status</th><th>last quarter-hour</th><th>quarter-hours ${esc(day)}</th>
+      <th>received ${esc(month)} (Wh)</th><th>shared injection (Wh)</th><th>provisional (Wh)</th><th>difference (Wh)</th></tr>` +
       mem.map(m => { const a = alloc.members[m.id] || {}, c = comp.members[m.id];
-        return `<tr><td>${esc(m.id)}</td><td>${esc(m.role)}</td><td class="${esc(m.status.split(' ')[0])}">${esc(m.status)}</td>
-        <td>${esc(m.last_quarter_hour)}</td><td>${c ? c.received + '/' + comp.expected : ''}</td><td>${a.received_wh ?? ''} ${a.source === 'grid' ? '(grid operator)' : '(provisional)'}</td>
-        <td>${a.provisional_received_wh ?? ''}</td><td>${a.difference_wh ?? ''}</td></tr>`; }).join('') + '</table>';
+        return `<tr data-member="${esc(m.id)}"><td>${esc(m.id)}</td><td>${esc(m.role)}</td><td class="${esc(m.status.split(' ')[0])}">${esc(m.status)}</td>
+        <td>${esc(m.last_quarter_hour)}</td><td class=n>${c ? c.received + '/' + comp.expected : ''}</td>
+        <td class="n received">${a.received_wh ?? ''} ${a.received_wh == null ? '' : a.source === 'grid' ? '(grid operator)' : '(provisional)'}</td>
+        <td class=n>${a.injection_shared_wh ?? ''}</td><td class=n>${a.provisional_received_wh ?? ''}</td><td class=n>${a.difference_wh ?? ''}</td></tr>`; }).join('') + '</table>';
   }
-  document.getElementById('ops').innerHTML = html;
+  $('ops').innerHTML = html;
 }
-load().catch(e => document.getElementById('msg').textContent = e.message); setInterval(() => load().catch(() => {}), 10000);
+load().catch(e => $('msg').textContent = e.message); setInterval(() => { if (token) load().catch(() => {}); }, 10000);
 </script></html>"""

@@ -244,7 +244,7 @@ class Demo:
             f"from {self.start} at {self.args.speed:g}x (a quarter-hour every {qh_s:.0f} s), all on this machine.\n"
             f"Each node's page shows the operation's live surplus, its consume-now signal and the member's own\n"
             f"share of every quarter-hour the community server allocated:\n{rows}\n"
-            f"  operator page   http://127.0.0.1:{self.operator_port}/   (token: {token})\n"
+            f"  operator page   http://127.0.0.1:{self.operator_port}/#token={token}\n"
             f"  broker          mqtts://127.0.0.1:{self.broker_port}  (TLS, community CA {self.ca_cert})\n"
             f"  logs            {self.dir}/community.log, {self.dir}/<member>/demo.log, {self.dir}/broker/mosquitto.log\n"
             f"Stop with Ctrl-C.",

@@ -11,13 +11,31 @@ Data that arrives later replaces the estimate and the quarter-hour is allocated 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from services.allocation import Settings, allocate_quarter_hour
 from services.allocation.model import Community, Operation
 from services.community.wire import pseudonym
+
+
+def shard_of(community: str, operation: str, shards: int) -> int:
+    """The shard (0-based) that owns an operation: rendezvous (highest random weight) hashing.
+
+    Why rendezvous rather than ``hash % N``: every server process computes the same owner from the
+    names alone, with no coordinator, and going from N to N+1 processes moves only the operations the
+    new shard wins (about 1/(N+1) of them); modulo would move almost all, and with them their state.
+    """
+    if shards < 1:
+        raise ValueError("shards: at least 1")
+    return max(range(shards), key=lambda k: hashlib.sha256(f"{community}/{operation}/{k}".encode()).digest())
+
+
+def shard_operations(community: str, operations: Iterable[str], shard: int, shards: int) -> list[str]:
+    """The operations shard ``shard`` (0-based) of ``shards`` owns."""
+    return [op for op in operations if shard_of(community, op, shards) == shard]
 
 
 @dataclass(frozen=True, slots=True)
