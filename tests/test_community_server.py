@@ -205,3 +205,37 @@ def test_live_totals_follow_the_members_quarter_hour_whatever_their_clocks(serve
     t = srv.last_totals["op1"]
     assert t.members_reporting == 3 and t.qh_start == T0 and 600 <= t.elapsed_s <= 602
     assert (t.consumption_wh, t.pool_wh) == (110, 600) and t.signal == "green"
+
+
+def test_a_rerun_reaches_the_central_store_as_a_new_revision_never_an_overwrite(server, victoria_metrics) -> None:
+    """The estimate and the re-run after bob's late figure both stay in the store, one second apart
+    inside the quarter-hour; the last point of the quarter-hour is the current figure, whatever the
+    server's deduplication keeps for a timestamp written twice (services/community/central.py)."""
+    from gateway.sinks.influx import load_influxdb_client
+
+    srv, got, clock = server
+    mod = load_influxdb_client()
+    from influxdb_client.client.write_api import SYNCHRONOUS
+
+    client = mod.InfluxDBClient(url=victoria_metrics.url, token="t", org="o", timeout=10_000)
+    write = client.write_api(write_options=SYNCHRONOUS)
+    cfg = {"bucket": "b", "org": "o"}
+    try:
+        srv.handle_batch([qh("alice", T0, 300, 0), qh("school", T0, 0, 500)])
+        clock.t += 300
+        assert srv.allocate_overdue(clock.t) == 1 and got[-1].estimated == ("bob",)  # bob: 0 Wh, no history
+        assert srv.push_once(write, cfg, "allocation", mod) == 3
+        assert srv.push_once(write, cfg, "allocation", mod) == 0  # pushed once
+        srv.handle_batch([qh("bob", T0, 400, 0)])  # late: the quarter-hour re-runs
+        assert srv.push_once(write, cfg, "allocation", mod) == 3
+        t0 = int(T0.timestamp())
+        pts = {(s.labels["member"], s.timestamp_s): s.value
+               for s in victoria_metrics.query_points("allocation_received_wh", operation="op1")}
+        first, rerun = got[-2], got[-1]
+        assert first.received_wh["bob"] == 0 and rerun.received_wh["bob"] == 250
+        assert pts == {**{(m, t0): first.received_wh.get(m, 0) for m in ("alice", "bob", "school")},
+                       **{(m, t0 + 1): rerun.received_wh.get(m, 0) for m in ("alice", "bob", "school")}}
+        revs = {s.timestamp_s: s.value for s in victoria_metrics.query_points("allocation_revision", member="bob")}
+        assert revs == {t0: 1, t0 + 1: 2}
+    finally:
+        client.close()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -42,10 +41,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pp.add_argument("--init-broker", metavar="HOST[,HOST...]",
                     help="first run: create the community CA, the broker certificate for HOST and the server's user")
     pp.set_defaults(func=_provision)
+    from services.community import demo
+
+    demo.register(sub)
     pr = sub.add_parser("reconcile", parents=[common], help="import the grid operator's monthly allocation file")
     pr.add_argument("--operation", required=True)
     pr.add_argument("--file", required=True, type=Path, help="CSV file from the grid operator")
-    pr.add_argument("--mapping", default="generic", help="column mapping (services/community/reconcile.py)")
+    pr.add_argument("--mapping", default="generic",
+                    help="column mapping: [reconcile.mappings.NAME] in the config, else a preset "
+                         "(services/community/reconcile.py)")
     pr.set_defaults(func=_reconcile)
 
 
@@ -55,14 +59,14 @@ def _load(args: argparse.Namespace):
     from services.community.config import ConfigError, load_server_config
 
     if not getattr(args, "config", None):
-        raise SystemExit("quartier community: --config FILE is required (the community-server TOML file)")
+        raise SystemExit(_fail("--config FILE is required (the community-server TOML file)"))
     try:
         cfg = load_server_config(args.config, getattr(args, "secrets", None))
         community = load_community(cfg.server.community_file)
     except (ConfigError, AllocationInputError) as exc:
-        raise SystemExit(f"quartier community: {exc}") from None
+        raise SystemExit(_fail(str(exc))) from None
     except OSError as exc:
-        raise SystemExit(f"quartier community: {exc.strerror or exc}: {exc.filename}") from None
+        raise SystemExit(_fail(f"{exc.strerror or exc}: {exc.filename}")) from None
     return cfg, community
 
 
@@ -74,9 +78,13 @@ def _run(args: argparse.Namespace) -> int:
     from services.community.server import BrokerLink, CommunityServer
 
     try:
-        roster = Roster.build(community, cfg.server.pseudonym_secret.get_secret_value(), cfg.server.operations or None)
+        only = cfg.server.operation_ids(community.id, [op.id for op in community.operations])
+        roster = Roster.build(community, cfg.server.pseudonym_secret.get_secret_value(), only)
     except ValueError as exc:
         return _fail(f"server.{exc}")
+    if only == []:
+        return _fail(f"server.shard = {cfg.server.shard!r}: this share of the community's "
+                     f"{len(community.operations)} operation(s) is empty; run fewer server processes")
     tokens = [t.get_secret_value() for t in cfg.api.tokens]
     if cfg.api.enabled and not tokens:
         return _fail("api.tokens: at least one operator token in the secrets file (or api.enabled = false)")
@@ -137,7 +145,9 @@ def _provision(args: argparse.Namespace) -> int:
             broker.issue_server_cert(bdir, [h.strip() for h in args.init_broker.split(",") if h.strip()])
             user = cfg.broker.username or "community-server"
             password = broker.add_server_user(bdir, community.id, user)
-            _write_secret(bdir.root / "server-secrets.toml", f'[broker]\npassword = "{password}"\n')
+            from services.community.provision import write_secret
+
+            write_secret(bdir.root / "server-secrets.toml", f'[broker]\npassword = "{password}"\n')
             bdir.conf.write_text(broker.conf_text(bdir, port=cfg.broker.port))
             print(f"broker files in {bdir.root}; server user {user!r}, its password in {bdir.root / 'server-secrets.toml'}")
         if not bdir.ca_cert.exists():
@@ -154,28 +164,23 @@ def _provision(args: argparse.Namespace) -> int:
         passwords = broker.add_gateways(bdir, community.id, {p: v[1] for p, v in todo.items()})
     except broker.BrokerSetupError as exc:
         return _fail(str(exc))
+    from services.community.provision import GatewayFiles, write_gateway_files
+
     for p, (member, op, meter) in todo.items():
-        out = args.out / member
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "community-ca.crt").write_bytes(bdir.ca_cert.read_bytes())
-        (out / "uplink.toml").write_text(
-            f"# add to /etc/quartier/quartier.toml: the community uplink of member {member}\n"
-            f"[uplink]\nenabled = true\nhost = \"{cfg.broker.host}\"\nport = {cfg.broker.port}\n"
-            f"ca_file = \"/etc/quartier/community-ca.crt\"\ncommunity = \"{community.id}\"\noperation = \"{op}\"\n"
-            f"pseudonym = \"{p}\"\nmeter_id = \"{meter}\"\n")
-        _write_secret(out / "uplink-secrets.toml",
-                      f"# add to the gateway's secrets file (mode 0600)\n[uplink]\npassword = \"{passwords[p]}\"\n")
+        out = write_gateway_files(args.out / member, GatewayFiles(
+            member=member, community=community.id, operation=op, pseudonym=p, meter=meter,
+            host=cfg.broker.host, port=cfg.broker.port, password=passwords[p]), bdir.ca_cert)
         print(json.dumps({"member": member, "operation": op, "pseudonym": p, "files": str(out)}))
     if todo:
         print("reload the broker to let them in: systemctl reload mosquitto (or kill -HUP its pid)")
     return 0
 
 
-def _write_secret(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.chmod(path, 0o600)
+from typing import TYPE_CHECKING  # for the annotations of the reconcile helpers below
+
+if TYPE_CHECKING:
+    from services.community.config import ServerConfig
+    from services.community.ledger import Ledger
 
 
 def _reconcile(args: argparse.Namespace) -> int:
@@ -189,9 +194,12 @@ def _reconcile(args: argparse.Namespace) -> int:
         to_members,
     )
 
-    mapping = MAPPINGS.get(args.mapping)
+    available = {**MAPPINGS, **cfg.reconcile.resolved()}  # the config's own mappings first
+    mapping = available.get(args.mapping)
     if mapping is None:
-        return _fail(f"--mapping {args.mapping}: unknown (have: {', '.join(sorted(MAPPINGS))})")
+        mine = sorted(cfg.reconcile.mappings)
+        return _fail(f"--mapping {args.mapping}: unknown (config: {', '.join(mine) or 'none'}; "
+                     f"presets: {', '.join(sorted(MAPPINGS))})")
     from services.allocation.errors import AllocationInputError
 
     try:
@@ -203,21 +211,52 @@ def _reconcile(args: argparse.Namespace) -> int:
     except (OSError, UnicodeError) as exc:
         return _fail(f"--file {args.file}: {exc}")
     except ReconcileError as exc:
-        return _fail(f"{args.file}: {exc}")
+        return _fail(f"{args.file} (mapping {args.mapping}): {exc}")
     if not rows:
-        return _fail(f"{args.file}: no rows")
+        return _fail(f"{args.file}: no rows (mapping {args.mapping})")
     meters = {m.meter: m.id for m in op.members if m.meter}
     known, unknown = to_members(rows, meters)
     ledger = Ledger(cfg.server.database)
     try:
         ledger.import_grid(op.id, known, args.file.name)
         first = min(r.start for r in rows)
-        last = max(r.start for r in rows)
-        from datetime import timedelta
-
-        report = differences(ledger.allocation_totals(op.id, first, last + timedelta(minutes=15)))
+        last = max(r.stop for r in rows)
+        report = differences(ledger.allocation_totals(op.id, first, last))
+        pushed = _push_binding(cfg, ledger) if cfg.influx.enabled else None
     finally:
         ledger.close()
-    print(json.dumps({"operation": op.id, "file": args.file.name, "rows": len(known), "unknown_eans": unknown,
-                      "from": first.isoformat(), "to": last.isoformat(), "members": report}, indent=1))
+    out: dict[str, object] = {"operation": op.id, "file": args.file.name, "mapping": args.mapping, "rows": len(known),
+                              "unknown_eans": unknown, "from": first.isoformat(), "to": last.isoformat(),
+                              "members": report}
+    if pushed is not None:
+        out["central_store"] = pushed
+        if pushed.get("error"):
+            print(f"quartier community: reconcile: imported, but the central store refused the binding figures "
+                  f"({pushed['error']}); the server's pusher or the next run retries", file=sys.stderr)
+    print(json.dumps(out, indent=1))
     return 0
+
+
+def _push_binding(cfg: ServerConfig, ledger: Ledger) -> dict[str, object]:
+    """Write the ledger's unpushed binding figures to the central store now (the server's pusher does the
+    same when it runs: whoever comes first marks them pushed)."""
+    from gateway.sinks.influx import load_influxdb_client
+    from services.community.reconcile import push_binding
+
+    mod = load_influxdb_client()
+    from influxdb_client.client.write_api import SYNCHRONOUS
+
+    i = cfg.influx
+    client = mod.InfluxDBClient(url=i.url, token=i.token.get_secret_value(), org=i.org, timeout=10_000, retries=False)
+    try:
+        api = client.write_api(write_options=SYNCHRONOUS)
+
+        def write(lines: str) -> None:
+            api.write(bucket=i.bucket, org=i.org, record=lines, write_precision=mod.WritePrecision.S)
+
+        try:
+            return {"pushed": push_binding(ledger, write, i.measurement), "measurement": f"{i.measurement}_binding"}
+        except Exception as exc:  # network or server: the rows stay unpushed
+            return {"pushed": 0, "error": f"{type(exc).__name__}: {exc}"[:300]}
+    finally:
+        client.close()

@@ -6,12 +6,14 @@ the broker password, the InfluxDB token, the operator API tokens) are refused in
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 # one reader, one secrets check and one error format for every Quartier configuration file
 from gateway.config import ConfigError, check_secret_mode, format_validation_error, merge_tables, read_toml
+from services.community.reconcile import MAPPINGS, ColumnMapping, ReconcileError, build_mapping
 
 
 class _S(BaseModel):
@@ -22,6 +24,34 @@ class ServerSection(_S):
     community_file: Path
     database: Path = Path("/var/lib/quartier/community.sqlite")
     operations: list[str] = Field(default_factory=list)  # this shard's operations; empty = all
+    shard: str | None = None  # "K/N": this process owns the operations rendezvous hashing gives shard K of N
+
+    @field_validator("shard")
+    @classmethod
+    def _shard(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", v)
+        if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
+            raise ValueError('"K/N" with 1 <= K <= N, e.g. "2/3" for the second of three server processes')
+        return f"{int(m.group(1))}/{int(m.group(2))}"
+
+    @model_validator(mode="after")
+    def _one_way_to_shard(self) -> ServerSection:
+        if self.shard and self.operations:
+            raise ValueError("server.shard and server.operations: set one of them (a list, or a hash share)")
+        return self
+
+    def operation_ids(self, community: str, all_ids: list[str]) -> list[str] | None:
+        """This process's operations: the list, the hash share, or ``None`` for all of them."""
+        if self.operations:
+            return list(self.operations)
+        if self.shard:
+            from services.community.roster import shard_operations
+
+            k, n = (int(x) for x in self.shard.split("/"))
+            return shard_operations(community, all_ids, k - 1, n)
+        return None
     share_group: str | None = None  # MQTT v5 shared subscription group (docs/fleet.md)
     deadline_s: float = Field(default=300, ge=0)  # after a quarter-hour's end: allocate with estimates
     totals_interval_s: float = Field(default=2.0, gt=0)
@@ -54,11 +84,50 @@ class ApiSection(_S):
     tokens: list[SecretStr] = Field(default_factory=list)  # secrets file: operator bearer tokens
 
 
+class ReconcileMapping(_S):
+    """``[reconcile.mappings.<name>]``: a grid operator's file layout (fields: services/community/reconcile.py).
+
+    Either every required field (ean, start, received, start_format) or ``base = "<preset>"`` plus the
+    fields that differ from it (typically ``registers`` for a Fluvius export)."""
+
+    base: str | None = None
+    ean: str | None = None
+    start: str | None = None
+    start_time: str | None = None
+    start_format: str | None = None
+    period: str | None = None
+    received: str | None = None
+    unit: str | None = None
+    unit_column: str | None = None
+    register_: str | None = Field(default=None, alias="register")  # "register" would shadow ABC.register
+    registers: list[str] | None = None
+    empty: str | None = None
+    delimiter: str | None = None
+    decimal: str | None = None
+    timezone: str | None = None
+
+    def mapping(self) -> ColumnMapping:
+        """The complete mapping; :class:`ReconcileError` starting with the field's name if it is not."""
+        values = self.model_dump(exclude_none=True, by_alias=True)
+        if "registers" in values:
+            values["registers"] = tuple(values["registers"])
+        return build_mapping(values, MAPPINGS)
+
+
+class ReconcileSection(_S):
+    mappings: dict[str, ReconcileMapping] = Field(default_factory=dict)
+
+    def resolved(self) -> dict[str, ColumnMapping]:
+        """Config mappings by name (they take precedence over presets of the same name)."""
+        return {name: m.mapping() for name, m in self.mappings.items()}
+
+
 class ServerConfig(_S):
     server: ServerSection
     broker: BrokerSection = BrokerSection()
     influx: InfluxSection = InfluxSection()
     api: ApiSection = ApiSection()
+    reconcile: ReconcileSection = ReconcileSection()
 
 
 SECRETS = {("server", "pseudonym_secret"), ("broker", "password"), ("influx", "token"), ("api", "tokens")}
@@ -83,6 +152,11 @@ def load_server_config(path: str | Path, secrets_file: str | Path | None = None)
         cfg = ServerConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError("invalid configuration:\n" + format_validation_error(exc, data)) from None
+    for name, mapping in cfg.reconcile.mappings.items():
+        try:
+            mapping.mapping()
+        except ReconcileError as exc:  # the message starts with the field: "unit = 'MWh': kWh or Wh"
+            raise ConfigError(f"invalid configuration:\nreconcile.mappings.{name}.{exc}") from None
     if not cfg.server.pseudonym_secret.get_secret_value():
         raise ConfigError("server.pseudonym_secret: missing (secrets file): it maps meters to their pseudonyms")
     return cfg

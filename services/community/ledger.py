@@ -36,12 +36,34 @@ CREATE TABLE IF NOT EXISTS grid_allocation (
     received_wh INTEGER NOT NULL, imported_from TEXT NOT NULL,
     PRIMARY KEY (operation, member, start)
 ) WITHOUT ROWID;
+-- the binding figures' way to the central store: one revision per distinct imported value
+CREATE TABLE IF NOT EXISTS grid_binding_push (
+    operation TEXT NOT NULL, member TEXT NOT NULL, start INTEGER NOT NULL,
+    revision INTEGER NOT NULL, received_wh INTEGER NOT NULL, provisional_wh INTEGER,
+    pushed INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (operation, member, start)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS grid_binding_pending ON grid_binding_push (pushed) WHERE pushed = 0;
 CREATE TABLE IF NOT EXISTS presence (
     operation TEXT NOT NULL, member TEXT NOT NULL, status TEXT NOT NULL, since REAL NOT NULL,
     last_qh INTEGER, last_qh_received REAL, last_live REAL,
     PRIMARY KEY (operation, member)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS allocation_pending ON allocation (pushed) WHERE pushed = 0;
+"""
+
+# Quarter-hours with some figures and no allocation yet, with when their first figure arrived: the
+# ticker's deadline runs from that arrival (see CommunityServer.allocate_overdue), and this small
+# table spares it a scan of every member's quarter-hours.
+PENDING = """
+CREATE TABLE pending (
+    operation TEXT NOT NULL, start INTEGER NOT NULL, first_received REAL NOT NULL,
+    PRIMARY KEY (operation, start)
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO pending
+    SELECT q.operation, q.start, min(q.received_at) FROM member_qh q WHERE NOT EXISTS
+    (SELECT 1 FROM allocation a WHERE a.operation = q.operation AND a.start = q.start)
+    GROUP BY q.operation, q.start;
 """
 
 
@@ -74,6 +96,8 @@ class Ledger:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        if self._db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='pending'").fetchone() is None:
+            self._db.executescript("BEGIN;" + PENDING + "COMMIT;")  # new file, or one from before the table
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -103,6 +127,11 @@ class Ledger:
                         "VALUES (?,?,?,?,?,?) ON CONFLICT (operation, member) DO UPDATE SET "
                         "last_qh = max(coalesce(last_qh, 0), excluded.last_qh), last_qh_received = excluded.last_qh_received",
                         (r.operation, r.member, "unknown", r.received_at, _ts(r.start), r.received_at),
+                    )
+                    c.execute(
+                        "INSERT OR IGNORE INTO pending SELECT ?,?,? WHERE NOT EXISTS "
+                        "(SELECT 1 FROM allocation WHERE operation=? AND start=?)",
+                        (r.operation, _ts(r.start), r.received_at, r.operation, _ts(r.start)),
                     )
                     changed.append(r)
                 c.execute("COMMIT")
@@ -148,6 +177,7 @@ class Ledger:
                     for m in sorted(members)
                 ],
             )
+            c.execute("DELETE FROM pending WHERE operation=? AND start=?", (res.operation, _ts(res.start)))
             c.execute("COMMIT")
 
     def is_allocated(self, operation: str, start: datetime) -> bool:
@@ -163,13 +193,13 @@ class Ledger:
             ).fetchall()
         return {_dt(s) for (s,) in rows}
 
-    def pending_starts(self, operation: str, since: datetime) -> list[datetime]:
-        """Quarter-hours with data but no allocation yet (oldest first)."""
+    def pending_starts(self, operation: str, first_received_before: float) -> list[datetime]:
+        """Quarter-hours with data but no allocation yet whose first figure arrived before the given
+        epoch second (oldest first)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT DISTINCT q.start FROM member_qh q WHERE q.operation=? AND q.start>=? AND NOT EXISTS "
-                "(SELECT 1 FROM allocation a WHERE a.operation=q.operation AND a.start=q.start) ORDER BY q.start",
-                (operation, _ts(since)),
+                "SELECT start FROM pending WHERE operation=? AND first_received<? ORDER BY start",
+                (operation, first_received_before),
             ).fetchall()
         return [_dt(s) for (s,) in rows]
 
@@ -234,14 +264,73 @@ class Ledger:
             out.setdefault(m, {})["grid_received_wh"] = g
         return out
 
-    def import_grid(self, operation: str, rows: Sequence[tuple[str, datetime, int]], source: str) -> int:
-        """Store the grid operator's binding per-member figures (member, quarter-hour or month start, Wh)."""
+    def import_grid(self, operation: str, rows: Sequence[tuple], source: str) -> int:
+        """Store the grid operator's binding per-member figures: (member, quarter-hour or month start, Wh
+        [, period end]; the end defaults to start + 15 min).
+
+        Each figure also waits in ``grid_binding_push`` for the central store: a new or changed value
+        gets the next revision (with the provisional figure it replaces, as of now) and is unpushed; a
+        re-import of the same value changes nothing there."""
+        with self._lock:
+            c = self._db
+            self._backfill_binding_push()
+            c.execute("BEGIN")
+            try:
+                for row in rows:
+                    member, start, wh = row[0], _ts(row[1]), int(row[2])
+                    end = _ts(row[3]) if len(row) > 3 and row[3] is not None else start + 900
+                    c.execute(
+                        "INSERT OR REPLACE INTO grid_allocation (operation, member, start, received_wh, imported_from) "
+                        "VALUES (?,?,?,?,?)", (operation, member, start, wh, source))
+                    old = c.execute(
+                        "SELECT received_wh FROM grid_binding_push WHERE operation=? AND member=? AND start=?",
+                        (operation, member, start)).fetchone()
+                    if old is not None and old[0] == wh:
+                        continue
+                    (prov,) = c.execute(
+                        "SELECT sum(received_wh) FROM allocation WHERE operation=? AND member=? AND start>=? AND start<?",
+                        (operation, member, start, end)).fetchone()
+                    c.execute(
+                        "INSERT INTO grid_binding_push VALUES (?,?,?,1,?,?,0) ON CONFLICT (operation, member, start) "
+                        "DO UPDATE SET revision=revision+1, received_wh=excluded.received_wh, "
+                        "provisional_wh=excluded.provisional_wh, pushed=0",
+                        (operation, member, start, wh, prov))
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+        return len(rows)
+
+    # -- binding figures to the central store (reconciliation) ----------------------------------------
+
+    def _backfill_binding_push(self) -> None:
+        """Once per open, under the lock: a database from before ``grid_binding_push`` has grid rows that
+        never reached the central store; queue them (revision 1, provisional figure unknown)."""
+        if getattr(self, "_binding_push_ready", False):
+            return
+        c = self._db
+        if (c.execute("SELECT 1 FROM grid_binding_push LIMIT 1").fetchone() is None
+                and c.execute("SELECT 1 FROM grid_allocation LIMIT 1").fetchone() is not None):
+            c.execute("INSERT OR IGNORE INTO grid_binding_push (operation, member, start, revision, received_wh, "
+                      "provisional_wh, pushed) SELECT operation, member, start, 1, received_wh, NULL, 0 FROM grid_allocation")
+        self._binding_push_ready = True
+
+    def unpushed_binding(self, limit: int = 5000) -> list[tuple[str, str, int, int, int, int | None]]:
+        """Binding figures not yet in the central store: (operation, member, start_s, revision,
+        received_wh, provisional_wh), oldest first."""
+        with self._lock:
+            self._backfill_binding_push()
+            return self._db.execute(
+                "SELECT operation, member, start, revision, received_wh, provisional_wh FROM grid_binding_push "
+                "WHERE pushed=0 ORDER BY start, operation, member LIMIT ?", (limit,),
+            ).fetchall()
+
+    def mark_binding_pushed(self, keys: Sequence[tuple[str, str, int, int]]) -> None:
+        """Mark pushed the (operation, member, start_s, revision) still at that revision (a re-import
+        meanwhile leaves its newer revision unpushed)."""
         with self._lock:
             c = self._db
             c.execute("BEGIN")
-            c.executemany(
-                "INSERT OR REPLACE INTO grid_allocation VALUES (?,?,?,?,?)",
-                [(operation, m, _ts(t), wh, source) for m, t, wh in rows],
-            )
+            c.executemany("UPDATE grid_binding_push SET pushed=1 WHERE operation=? AND member=? AND start=? AND revision=?",
+                          keys)
             c.execute("COMMIT")
-        return len(rows)

@@ -4,8 +4,8 @@ Threads: paho's network thread only enqueues messages; one worker drains the que
 SQLite transaction per batch, so 1,000 quarter-hours closing together cost one commit) and allocates
 every quarter-hour that became complete; a ticker allocates quarter-hours whose deadline passed (with
 the missing members estimated), publishes each operation's live totals + signal, and a pusher writes
-allocation rows to the central InfluxDB v2 endpoint (idempotent: tags operation + member, the
-quarter-hour start as timestamp; a re-run overwrites).
+allocation rows to the central InfluxDB v2 endpoint (tags operation + member; a re-run is a new
+revision one second later in the quarter-hour, never an overwrite: services/community/central.py).
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
-from gateway.model import QUARTER
 from services.community.ledger import Incoming, Ledger
 from services.community.live_totals import operation_totals
 from services.community.roster import (
@@ -246,15 +245,20 @@ class CommunityServer:
         return res
 
     def allocate_overdue(self, now_s: float) -> int:
-        """Allocate, with estimates, every quarter-hour whose deadline passed without all members."""
+        """Allocate, with estimates, every quarter-hour still incomplete ``deadline_s`` after its first
+        figure arrived.
+
+        Why from the first arrival and not from the quarter-hour's end: after an outage every node
+        drains its backlog at once, and estimating a member whose backlog is still in flight would
+        send everyone a wrong share only to re-run it seconds later; and the server's clock, not the
+        members' (a Pi has no RTC), is then the only one that counts. In steady operation the first
+        figure arrives right after the quarter-hour ends, so both readings agree.
+        """
         done = 0
-        now = datetime.fromtimestamp(now_s, timezone.utc)
-        horizon = now - timedelta(days=2)
         for op in self.roster.operations:
-            for start in self.ledger.pending_starts(op, horizon):
-                if (now - (start + QUARTER)).total_seconds() >= self.deadline_s:
-                    self.allocate(op, start)
-                    done += 1
+            for start in self.ledger.pending_starts(op, now_s - self.deadline_s + 1e-6):
+                self.allocate(op, start)
+                done += 1
         return done
 
     # -- ticker: deadlines and live totals ---------------------------------------------------------
@@ -300,21 +304,28 @@ class CommunityServer:
             client.close()
 
     def push_once(self, write: Any, cfg: dict[str, str], measurement: str, client_mod: Any) -> int:
-        rows = self.ledger.unpushed()
-        if not rows:
-            return 0
-        lines = [
-            f"{measurement},operation={op},member={m} received_wh={r}i,injection_shared_wh={s}i,"
-            f"consumption_wh={c}i,injection_wh={i}i,estimated={e}i {start}"
-            for op, m, start, r, s, c, i, e, _ in rows
-        ]
+        """One round to the central store: the provisional allocation rows, then the grid operator's
+        binding figures imported by ``quartier community reconcile`` (measurement
+        ``<measurement>_binding``, see services/community/reconcile.py). Rows stay queued in the ledger
+        until a write succeeds; the reconcile command may have pushed the binding ones already."""
+        from services.community.central import allocation_lines
+        from services.community.reconcile import push_binding
+
+        def send(record: str) -> None:
+            write.write(bucket=cfg["bucket"], org=cfg["org"], record=record, write_precision=client_mod.WritePrecision.S)
+
+        done = 0
         try:
-            write.write(bucket=cfg["bucket"], org=cfg["org"], record="\n".join(lines),
-                        write_precision=client_mod.WritePrecision.S)
+            rows = self.ledger.unpushed()
+            if rows:
+                send("\n".join(allocation_lines(measurement, rows)))  # a re-run is a new revision
+                self.ledger.mark_pushed([(op, m, start, runs) for op, m, start, *_, runs in rows])
+                done += len(rows)
+            done += push_binding(self.ledger, send, measurement)
         except Exception as exc:  # network or server: keep the rows, try again next second
             self.stats.push_error = f"{type(exc).__name__}: {exc}"[:300]
-            return 0
-        self.ledger.mark_pushed([(op, m, start, runs) for op, m, start, *_, runs in rows])
-        self.stats.pushed_rows += len(rows)
+            self.stats.pushed_rows += done
+            return done
+        self.stats.pushed_rows += done
         self.stats.push_error = None
-        return len(rows)
+        return done
