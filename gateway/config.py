@@ -231,6 +231,9 @@ class UplinkConfig(_Section):
     meter_id: str | None = None  # the local meter that is this member; unset = every local meter
     live_interval_s: float = Field(default=5.0, gt=0)
     keepalive_s: int = Field(default=30, ge=5, le=3600)
+    # the broker keeps the daemon's MQTT session (and queues this member's allocations) this long
+    # while the node is offline; 0 = no persistent session (allocations sent meanwhile are lost)
+    session_expiry_s: int = Field(default=7 * 86400, ge=0, le=2**32 - 1)
 
     @field_validator("community", "operation", "pseudonym")
     @classmethod

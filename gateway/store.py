@@ -1,4 +1,5 @@
-"""The durable local store: closed quarter-hours, daily and monthly totals, and the sinks' outbox.
+"""The durable local store: closed quarter-hours, daily and monthly totals, the sinks' outbox, and
+this member's allocations as the community server sent them.
 
 SQLite in WAL mode on the Pi's SD card. A closed quarter-hour is committed here before anything else
 is told about it; every sink reads its rows from the outbox and deletes them only after the remote
@@ -113,6 +114,33 @@ CREATE TABLE state (
 ) WITHOUT ROWID;
 """
 
+# Additive tables: created when missing, with no schema version bump. An older Quartier ignores a
+# table it does not know, so a rolled-back release still opens the store (a version bump would make it
+# refuse the file); a table whose shape changes later gets a versioned migration like any other.
+_ADDITIVE = (
+    """
+CREATE TABLE IF NOT EXISTS allocations (  -- this member's provisional share, one row per quarter-hour
+    operation TEXT NOT NULL,
+    start INTEGER NOT NULL,              -- UNIX seconds, UTC, multiple of 900
+    received_wh INTEGER NOT NULL,        -- shared energy allocated to this member
+    injection_shared_wh INTEGER NOT NULL,  -- part of this member's injection that went to others
+    pool_wh INTEGER NOT NULL,            -- operation totals of the quarter-hour
+    shared_wh INTEGER NOT NULL,
+    consumption_wh INTEGER NOT NULL,
+    missing INTEGER NOT NULL,            -- members whose quarter-hour the server had to estimate
+    provisional INTEGER NOT NULL,
+    received_at INTEGER NOT NULL,        -- UNIX seconds when these figures were stored here
+    PRIMARY KEY (operation, start)
+) WITHOUT ROWID
+""",
+)
+_ALLOCATION_COLUMNS = (
+    "operation, start, received_wh, injection_shared_wh, pool_wh, shared_wh, consumption_wh, missing, provisional,"
+    " received_at"
+)
+_ALLOCATION_FIGURES = ("received_wh", "injection_shared_wh", "pool_wh", "shared_wh", "consumption_wh", "missing",
+                       "provisional")
+
 Migration = Callable[[sqlite3.Connection], None]
 # MIGRATIONS[n] upgrades a database from user_version n to n + 1, inside the opening transaction.
 MIGRATIONS: dict[int, Migration] = {}
@@ -184,6 +212,23 @@ class Conflict:
     start: datetime
     offered: dict[str, object]
     first_seen: datetime
+
+
+@dataclass(slots=True, frozen=True)
+class Allocation:
+    """This member's provisional share of one closed quarter-hour, with the operation's totals, as
+    the community server computed and sent it (``AllocationMsg`` on the member's ``alloc`` topic)."""
+
+    operation: str
+    start: datetime
+    received_wh: int
+    injection_shared_wh: int
+    pool_wh: int
+    shared_wh: int
+    consumption_wh: int
+    missing: int = 0
+    provisional: bool = True
+    received_at: datetime | None = None  # when the node stored these figures; None: now, on storing
 
 
 @dataclass(slots=True, frozen=True)
@@ -360,6 +405,8 @@ class Store:
                 version += 1
                 log.info("store.migrated", extra={"path": str(self.path), "schema": version})
             c.execute(f"PRAGMA user_version = {int(version)}")
+            for statement in _ADDITIVE:
+                c.execute(statement)
             stored_tz = c.execute("SELECT value FROM state WHERE key = 'store.timezone'").fetchone()
         if stored_tz and stored_tz[0] != self.timezone:
             log.warning(
@@ -661,6 +708,54 @@ class Store:
         with self._transaction() as c:
             return c.execute("DELETE FROM outbox WHERE sink = ?", (sink,)).rowcount
 
+    # -- allocations from the community server ------------------------------------------------------
+
+    def put_allocation(self, a: Allocation) -> bool:
+        """Store the server's share of one quarter-hour, replacing what was stored for the same
+        (operation, start): a re-run of a quarter-hour sends corrected figures, and they win.
+
+        Returns False when exactly these figures were already stored (a QoS 1 redelivery; its
+        ``received_at`` is then left as it was). Raises ``ValueError`` for a start that is not an aware
+        quarter-hour boundary, ``sqlite3.Error`` when the card fails (nothing is written then).
+        """
+        start = _utc_seconds(a.start, "Allocation.start")
+        if start % _QUARTER_S:
+            raise ValueError(f"Allocation.start is not on a quarter-hour boundary: {a.start.isoformat()}")
+        received = a.received_at or datetime.now(timezone.utc)
+        if received.tzinfo is None:
+            raise ValueError(f"Allocation.received_at must be an aware datetime, got naive {received!r}")
+        row = (a.operation, start, int(a.received_wh), int(a.injection_shared_wh), int(a.pool_wh), int(a.shared_wh),
+               int(a.consumption_wh), int(a.missing), 1 if a.provisional else 0, int(received.timestamp()))
+        figures = ", ".join(_ALLOCATION_FIGURES)
+        with self._transaction() as c:
+            changed = c.execute(
+                f"INSERT INTO allocations ({_ALLOCATION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT (operation, start) DO UPDATE SET "
+                + ", ".join(f"{n} = excluded.{n}" for n in (*_ALLOCATION_FIGURES, "received_at"))
+                + f" WHERE ({figures}) IS NOT ({', '.join('excluded.' + n for n in _ALLOCATION_FIGURES)})",
+                row,
+            ).rowcount
+        return changed > 0
+
+    def allocations(
+        self, operation: str | None = None, start: datetime | None = None, end: datetime | None = None
+    ) -> list[Allocation]:
+        """Stored allocations with ``start <= a.start < end``, ordered by start, then operation."""
+        where, args = _qh_filter(None, start, end)
+        if operation is not None:
+            where.insert(0, "operation = ?")
+            args.insert(0, operation)
+        sql = f"SELECT {_ALLOCATION_COLUMNS} FROM allocations"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY start, operation"
+        with self._lock:
+            rows = self._conn.execute(sql, args).fetchall()
+        return [
+            Allocation(op, _from_seconds(s), rw, isw, pw, sw, cw, mi, bool(pr), _from_seconds(ra))
+            for op, s, rw, isw, pw, sw, cw, mi, pr, ra in rows
+        ]
+
     # -- small state -----------------------------------------------------------------------------
 
     def set_state(self, key: str, value: str) -> None:
@@ -691,7 +786,8 @@ class Store:
     def enforce_retention(self, now: datetime) -> int:
         """Delete quarter-hours past the retention period, and, while the database is over
         ``max_bytes``, the oldest others; never one still in an outbox or a dead letter, never the
-        latest one of a meter (the restart baseline). Totals are kept. Returns how many were deleted."""
+        latest one of a meter (the restart baseline). Totals are kept; allocations older than the
+        retention period go too. Returns how many quarter-hours were deleted."""
         deleted = 0
         if self.retention_days is not None:
             cutoff = _bound(now, "now") - self.retention_days * 86400
@@ -700,6 +796,8 @@ class Store:
                     f"DELETE FROM quarter_hours AS q WHERE q.start < ? AND {self._DELETABLE} AND {self._NOT_LATEST}",
                     (cutoff,),
                 ).rowcount
+                # the member's allocations follow the quarter-hours they share (kept as long)
+                c.execute("DELETE FROM allocations WHERE start < ?", (cutoff,))
             if deleted:
                 log.info("store.retention", extra={"deleted": deleted, "before": _from_seconds(cutoff).isoformat()})
         if self.max_bytes is not None:

@@ -7,8 +7,17 @@ order when it returns. A re-sent quarter-hour is harmless: the community server 
 (pseudonymous meter, start).
 
 The same connection carries the live summary (QoS 0, every few seconds, dropped while offline: only
-the latest matters), a retained ``online``/``offline`` status with a last will, and the subscriptions
-to the operation's totals + signal and to this member's allocation, handed to callbacks.
+the latest matters), a retained ``online``/``offline`` status with a last will, and the subscription
+to this member's allocation, which :class:`UplinkSink` writes into the store.
+
+Allocations are kept durably end to end. The daemon's connection is a persistent MQTT v5 session
+(``clean_start`` off, ``SessionExpiryInterval`` = ``uplink.session_expiry_s``, a week by default) under
+a stable client id, so the broker queues the QoS 1 allocations published while the node is offline
+(a reboot, a lost link) and delivers them when it returns. Each one is acknowledged (PUBACK) only
+once it is committed to the store: a power cut between the two means a redelivery, never a loss.
+
+The web service has its own connection (:class:`FleetLink`, clean session): only the operation's live
+totals + signal, which are worth nothing later; it reads the allocations from the store.
 
 On the wire the meter is its pseudonym (given by provisioning, also the broker username); the EAN
 never leaves the node. paho-mqtt is imported when an :class:`Uplink` is built.
@@ -44,6 +53,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("quartier.gateway.uplink")
 
 SINK_NAME = "uplink"
+MAX_SESSION_EXPIRY_S = 2**32 - 1  # MQTT v5: a four-byte integer (this value: never expires)
 
 
 @dataclass(frozen=True)
@@ -61,8 +71,13 @@ class UplinkSettings:
     client_id: str | None = None
     keepalive_s: int = 30
     live_interval_s: float = 5.0
+    # how long the broker keeps this client's session (subscriptions + queued QoS 1 messages) after
+    # a disconnect; 0: a clean session that ends with the connection
+    session_expiry_s: int = 7 * 86400
 
     def __post_init__(self) -> None:
+        if not 0 <= self.session_expiry_s <= MAX_SESSION_EXPIRY_S:
+            raise ValueError(f"uplink.session_expiry_s must be 0..{MAX_SESSION_EXPIRY_S}, got {self.session_expiry_s}")
         check_segment(self.community, "uplink.community")
         check_segment(self.operation, "uplink.operation")
         check_segment(self.pseudonym, "uplink.pseudonym")
@@ -80,7 +95,14 @@ def quarter_hour_msg(qh: QuarterHour, settings: UplinkSettings) -> QuarterHourMs
 
 
 class Uplink:
-    """One MQTT v5 connection to the community broker (reconnecting by itself in paho's thread)."""
+    """One MQTT v5 connection to the community broker (reconnecting by itself in paho's thread).
+
+    It subscribes to the operation's totals when ``on_totals`` is set and to this member's
+    allocation when an allocation handler is (``on_allocation`` or :meth:`set_allocation_handler`).
+    QoS 1 messages are acknowledged by hand (paho's ``manual_ack``): after the handler returned, or
+    at once for a malformed one (a redelivery would not mend it); never when the handler failed
+    otherwise (the store could not write), so the broker delivers it again after the next reconnect.
+    """
 
     def __init__(
         self,
@@ -94,14 +116,17 @@ class Uplink:
         self.settings = settings
         self.on_totals = on_totals
         self.on_allocation = on_allocation
+        self.bad_messages = 0  # malformed payloads on our topics, dropped (each logged with its topic)
+        self.session_present: bool | None = None  # the broker resumed our session at the last connect
         self._connected = threading.Event()
+        self._subscribe_lock = threading.Lock()
         self._started = False
         s = settings
         self.status_topic = meter_topic(s.community, s.operation, s.pseudonym, "status")
         self.totals_topic = operation_topic(s.community, s.operation)
         self.alloc_topic = meter_topic(s.community, s.operation, s.pseudonym, "alloc")
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=s.client_id or f"gw-{s.pseudonym}",
-                        protocol=mqtt.MQTTv5)
+                        protocol=mqtt.MQTTv5, manual_ack=True)
         c.username_pw_set(s.pseudonym, s.password)
         if s.ca_file:
             c.tls_set(ca_certs=s.ca_file, cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
@@ -115,14 +140,28 @@ class Uplink:
         self._mqtt = mqtt
 
     def start(self) -> None:
-        """Connect in the background; paho reconnects with backoff after every loss. Idempotent."""
+        """Connect in the background; paho reconnects with backoff after every loss. Idempotent.
+
+        With ``session_expiry_s`` > 0 every connect (the first one too: a restarted daemon resumes the
+        session its predecessor left) asks to resume the session and keep it that long after a loss.
+        """
         if self._started:
             return
         self._started = True
-        self.client.connect_async(self.settings.host, self.settings.port, keepalive=self.settings.keepalive_s)
+        s = self.settings
+        if s.session_expiry_s > 0:
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = s.session_expiry_s
+            self.client.connect_async(s.host, s.port, keepalive=s.keepalive_s, clean_start=False, properties=props)
+        else:
+            self.client.connect_async(s.host, s.port, keepalive=s.keepalive_s, clean_start=True)
         self.client.loop_start()
 
     def stop(self) -> None:
+        """Disconnect cleanly (the session, if persistent, stays on the broker until it expires)."""
         if not self._started:
             return
         self._started = False
@@ -138,15 +177,32 @@ class Uplink:
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
 
+    def set_allocation_handler(self, handler: Callable[[AllocationMsg], None]) -> None:
+        """Hand this member's allocations to ``handler``; subscribes now if already connected."""
+        with self._subscribe_lock:
+            self.on_allocation = handler
+            if self._connected.is_set():
+                self.client.subscribe(self.alloc_topic, qos=1)
+
     def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
         if rc.is_failure:
             log.warning("uplink.refused", extra={"reason": str(rc), "host": self.settings.host})
             return
-        client.subscribe([(self.totals_topic, 0), (self.alloc_topic, 1)])
-        if self.status_topic:
-            client.publish(self.status_topic, b"online", qos=1, retain=True)
-        self._connected.set()
-        log.info("uplink.connected", extra={"host": self.settings.host, "port": self.settings.port})
+        with self._subscribe_lock:
+            topics = []
+            if self.on_totals is not None:
+                topics.append((self.totals_topic, 0))
+            if self.on_allocation is not None:
+                topics.append((self.alloc_topic, 1))
+            if topics:  # again on a resumed session too: idempotent, and it mends a lost subscription
+                client.subscribe(topics)
+            if self.status_topic:
+                client.publish(self.status_topic, b"online", qos=1, retain=True)
+            self.session_present = bool(getattr(flags, "session_present", False))
+            self._connected.set()
+        log.info("uplink.connected", extra={"host": self.settings.host, "port": self.settings.port,
+                                            "session_present": self.session_present,
+                                            "session_expiry_s": self.settings.session_expiry_s})
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
         if self._connected.is_set():
@@ -154,15 +210,27 @@ class Uplink:
         self._connected.clear()
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        ack = True
         try:
             if msg.topic == self.totals_topic and self.on_totals is not None:
                 self.on_totals(decode(TotalsMsg, msg.payload))  # type: ignore[arg-type]
-            elif msg.topic == self.alloc_topic and self.on_allocation is not None:
-                self.on_allocation(decode(AllocationMsg, msg.payload))  # type: ignore[arg-type]
-        except WireError as exc:
-            log.warning("uplink.bad_message", extra={"topic": msg.topic, "error": str(exc)})
-        except Exception as exc:  # a callback's bug must not kill paho's thread
+            elif msg.topic == self.alloc_topic:
+                handler = self.on_allocation
+                if handler is None:  # a resumed session delivers before a handler is set: keep it queued
+                    ack = False
+                    log.info("uplink.allocation_deferred", extra={"topic": msg.topic, "mid": msg.mid})
+                else:
+                    handler(decode(AllocationMsg, msg.payload))  # type: ignore[arg-type]
+        except ValueError as exc:  # WireError, or figures the store refuses: a redelivery would not mend it
+            self.bad_messages += 1
+            log.warning("uplink.bad_message", extra={"topic": msg.topic, "error": str(exc),
+                                                     "bad_messages": self.bad_messages})
+        except Exception as exc:  # a callback's failure (the store) must not kill paho's thread
+            ack = False  # not acknowledged: the broker delivers it again after the next reconnect
             log.error("uplink.callback_failed", extra={"topic": msg.topic, "error": repr(exc)}, exc_info=True)
+        finally:
+            if ack and msg.qos > 0:
+                client.ack(msg.mid, msg.qos)
 
     def publish_live(self, msg: LiveMsg) -> bool:
         """QoS 0, only while connected (a stale live summary is worth nothing later)."""
@@ -196,7 +264,21 @@ class Uplink:
 
 
 class UplinkSink(OutboxSink):
-    """Drains the ``uplink`` outbox to the community broker (see the module docstring)."""
+    """Drains the ``uplink`` outbox to the community broker and stores this member's allocations
+    (see the module docstring).
+
+    Allocations are written from paho's network thread, straight into the store, not queued to this
+    sink's thread. That is safe because :class:`gateway.store.Store` is one connection
+    (``check_same_thread=False``) with every call under its own lock, already shared by the pipeline
+    and the sink threads. It is also what lets the PUBACK follow the commit within the one callback;
+    queued, the message would be acknowledged before it is on the card (lost by a power cut) or the
+    acknowledgement would have to wait for this thread, which can be blocked for ``ack_timeout_s``
+    in a publish or sleeping in its backoff. The cost is one fsync in paho's thread per allocation
+    (one per quarter-hour, plus re-runs).
+
+    The sink installs its own allocation handler on the uplink; a handler the uplink already had is
+    kept as an observer, called once the allocation is committed (not for a malformed one).
+    """
 
     name = SINK_NAME
 
@@ -208,6 +290,38 @@ class UplinkSink(OutboxSink):
         self.live = LiveSummaryPublisher(uplink, live_source, uplink.settings.live_interval_s) if live_source else None
         self.batch_size = batch_size
         self.ack_timeout_s = ack_timeout_s
+        self.allocations_stored = 0  # allocations received and committed (re-runs and redeliveries too)
+        self._observer = uplink.on_allocation
+        uplink.set_allocation_handler(self._on_allocation)
+
+    def _on_allocation(self, msg: AllocationMsg) -> None:
+        self.store_allocation(msg)
+        if self._observer is not None:
+            self._observer(msg)
+
+    def store_allocation(self, msg: AllocationMsg) -> None:
+        """Commit one allocation (called in paho's thread; the PUBACK follows when this returns).
+
+        ``WireError`` (a ``ValueError``) for one that names another operation than its topic's: the
+        uplink counts and logs it as malformed. ``sqlite3.Error`` when the card fails: not
+        acknowledged, so the broker delivers it again."""
+        from gateway.store import Allocation
+
+        op = self.uplink.settings.operation
+        if msg.operation != op:
+            raise WireError(f"AllocationMsg: operation {msg.operation!r} on the allocation topic of {op!r}")
+        changed = self.store.put_allocation(Allocation(
+            operation=msg.operation, start=msg.start, received_wh=msg.received_wh,
+            injection_shared_wh=msg.injection_shared_wh, pool_wh=msg.pool_wh, shared_wh=msg.shared_wh,
+            consumption_wh=msg.consumption_wh, missing=msg.missing, provisional=msg.provisional))
+        self.allocations_stored += 1
+        log.info("uplink.allocation_stored", extra={"start": msg.start.isoformat(), "received_wh": msg.received_wh,
+                                                    "missing": msg.missing, "changed": changed})
+
+    def health_fields(self) -> dict[str, object]:
+        """For the daemon's health file: the allocation side of the uplink."""
+        return {"connected": self.uplink.connected, "session_present": self.uplink.session_present,
+                "allocations_stored": self.allocations_stored, "bad_messages": self.uplink.bad_messages}
 
     def push_once(self) -> int:
         rows = self.store.outbox_peek(self.name, self.batch_size)
@@ -277,6 +391,7 @@ def settings_from_config(cfg: Any) -> UplinkSettings:
         host=cfg.host, port=cfg.port, community=cfg.community, operation=cfg.operation, pseudonym=cfg.pseudonym,
         password=cfg.password.get_secret_value(), ca_file=str(cfg.ca_file) if cfg.ca_file else None,
         meter_id=cfg.meter_id, keepalive_s=cfg.keepalive_s, live_interval_s=cfg.live_interval_s,
+        session_expiry_s=cfg.session_expiry_s,
     )
 
 
@@ -326,66 +441,30 @@ def operation_live(msg: TotalsMsg, received_monotonic: float) -> Any:
 
 class FleetLink:
     """The web service's side of the uplink: its own subscribe-only connection (same credentials,
-    its own client id) that fills a :class:`services.web.fleet.Fleet` with the operation's live totals
-    (the page's "operation" figures and the consume-now signal's operation basis) and keeps this
-    member's provisional allocation per quarter-hour as the community server computed it."""
+    its own client id, a clean session) that fills a :class:`services.web.fleet.Fleet` with the
+    operation's live totals (the page's "operation" figures and the consume-now signal's operation
+    basis). Only what is live: this member's allocations reach the store through the daemon's
+    :class:`UplinkSink`, and the web service reads them from there."""
 
-    def __init__(self, settings: UplinkSettings, fleet: Any, *, max_quarter_hours: int = 40 * 100,
-                 clock: Callable[[], float] | None = None) -> None:
+    def __init__(self, settings: UplinkSettings, fleet: Any, *, clock: Callable[[], float] | None = None) -> None:
         import time as _time
         from dataclasses import replace
 
         self.fleet = fleet
-        self.allocations: dict[datetime, AllocationMsg] = {}
-        self._max = max_quarter_hours
-        self._lock = threading.Lock()
         self._clock = clock or _time.monotonic
-        web = replace(settings, client_id=f"{settings.client_id or 'gw-' + settings.pseudonym}-web")
-        self.uplink = Uplink(web, on_totals=self._totals, on_allocation=self._allocation)
+        # a clean session: totals missed while away are stale anyway, and the broker must not queue
+        # anything for this client
+        web = replace(settings, client_id=f"{settings.client_id or 'gw-' + settings.pseudonym}-web", session_expiry_s=0)
+        self.uplink = Uplink(web, on_totals=self._totals)
         # the web side must not mark the gateway offline when it stops: no will, no status
         self.uplink.client.will_clear()
         self.uplink.status_topic = ""
-        if fleet.setup is None:
-            # the node knows its operation and pseudonym, not the other members: the server
-            # allocates and sends this member its own share only
-            from services.web.fleet import OperationSetup
-
-            fleet.set_setup(OperationSetup(operation_id=settings.operation, member_id=settings.pseudonym,
-                                           rounds=(), members=()))
 
     def _totals(self, msg: TotalsMsg) -> None:
         self.fleet.update_live(operation_live(msg, self._clock()))
-
-    def _allocation(self, msg: AllocationMsg) -> None:
-        from services.web.fleet import MemberQuarterHour
-
-        with self._lock:
-            self.allocations[msg.start] = msg
-            while len(self.allocations) > self._max:
-                self.allocations.pop(min(self.allocations))
-        self.fleet.add_member_allocations([MemberQuarterHour(
-            start=msg.start, received_wh=msg.received_wh, injection_shared_wh=msg.injection_shared_wh,
-            pool_wh=msg.pool_wh, shared_wh=msg.shared_wh, consumption_wh=msg.consumption_wh)])
 
     def start(self) -> None:
         self.uplink.start()
 
     def stop(self) -> None:
         self.uplink.stop()
-
-    def member_quarter_hours(self, start: datetime, end: datetime) -> dict[datetime, Any]:
-        """This member's allocation per quarter-hour in [start, end) as the web service's
-        :class:`services.web.fleet.MemberQuarterHour` (what ``Fleet.member_quarter_hours`` returns)."""
-        from services.web.fleet import MemberQuarterHour
-
-        with self._lock:
-            return {
-                s: MemberQuarterHour(start=s, received_wh=a.received_wh, injection_shared_wh=a.injection_shared_wh,
-                                     pool_wh=a.pool_wh, shared_wh=a.shared_wh, consumption_wh=a.consumption_wh)
-                for s, a in sorted(self.allocations.items()) if start <= s < end
-            }
-
-    def received_wh(self, start: datetime, end: datetime) -> int:
-        """This member's provisional shared energy over [start, end), from the server's allocations."""
-        with self._lock:
-            return sum(a.received_wh for s, a in self.allocations.items() if start <= s < end)

@@ -216,7 +216,7 @@ def _web(args: argparse.Namespace) -> int:
     from services.web.server import serve
 
     fleet = link = None
-    if cfg.uplink.enabled:  # the operation's live totals and this member's allocation, from the community
+    if cfg.uplink.enabled:  # the operation's live totals + signal (this member's allocations: the store)
         from gateway.uplink import FleetLink, UplinkConfigError, settings_from_config
         from services.web.fleet import Fleet
 

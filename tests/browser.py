@@ -92,9 +92,10 @@ class Browser:
             self.ws.settimeout(20)
 
     def navigate(self, url: str) -> None:
+        seen = len(self.events)  # the load event of *this* navigation, not of an earlier page
         self.call("Page.navigate", {"url": url})
         deadline = time.monotonic() + 20
-        while not any(e.get("method") == "Page.loadEventFired" for e in self.events):
+        while not any(e.get("method") == "Page.loadEventFired" for e in self.events[seen:]):
             assert time.monotonic() < deadline, "the page did not load"
             self.pump(0.1)
 

@@ -1,6 +1,7 @@
 """Two nodes and a community server: each node's web service shows the operation's live surplus, its
 consume-now signal computed on the operation's basis, and this member's share of a quarter-hour the
-server allocated (fleet sync through a real Mosquitto; each node receives only its own share)."""
+server allocated (fleet sync through a real Mosquitto; each node receives only its own share, which
+its uplink sink writes into the node's store, where the web service reads it)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from gateway.config import Config
-from gateway.uplink import FleetLink, LiveSummaryPublisher, Uplink, UplinkSettings
+from gateway.store import Store
+from gateway.uplink import FleetLink, Uplink, UplinkSettings, UplinkSink
 from services.community.ledger import Ledger
 from services.community.server import BrokerLink, CommunityServer
 from services.community.wire import LiveMsg, QuarterHourMsg, pseudonym
@@ -33,26 +35,36 @@ def test_two_nodes_show_the_operations_live_surplus_and_signal(tmp_path: Path, m
     srv.start()
     stop = threading.Event()
     started: list = []
+    sink_threads: list[threading.Thread] = []
+    stores: list[Store] = []
     try:
         apps = {}
+        uplinks: dict[str, Uplink] = {}
         for name, (ean, imp_w, exp_w) in NODES.items():
             p = pseudonym(ean, SECRET)
             s = UplinkSettings(host=mosquitto.host, port=mosquitto.port, community="moulin", operation="op1",
                                pseudonym=p, password="", live_interval_s=0.1)
-            up = Uplink(s)
-            up.start()
-            live = LiveSummaryPublisher(up, lambda p=p, i=imp_w, e=exp_w: LiveMsg(
-                meter=p, operation="op1", time=datetime.now(timezone.utc), import_w=i, export_w=e), 0.1)
-            threading.Thread(target=live.run, args=(stop,), daemon=True).start()
+            # the node's daemon side: its store and the uplink sink (quarter-hours and live summaries
+            # out, this member's allocations into the store)
+            store = Store(tmp_path / f"{name}.sqlite", sinks=("uplink",))
+            stores.append(store)
+            sink = UplinkSink(store, Uplink(s), idle_poll_s=0.1, live_source=lambda p=p, i=imp_w, e=exp_w: LiveMsg(
+                meter=p, operation="op1", time=datetime.now(timezone.utc), import_w=i, export_w=e))
+            t = threading.Thread(target=sink.run, args=(stop,), daemon=True)
+            t.start()
+            sink_threads.append(t)
+            uplinks[p] = sink.uplink
+            # the node's web side: live totals through its own connection, allocations from the store
             fleet = Fleet()
             link = FleetLink(s, fleet)
             link.start()
-            started += [up, link]
+            started.append(link)
             cfg = Config(store={"path": str(tmp_path / f"{name}.sqlite")},
                          daemon={"runtime_dir": str(tmp_path / f"run-{name}")},
+                         uplink={"enabled": True, "host": mosquitto.host, "port": mosquitto.port, "community": "moulin",
+                                 "operation": "op1", "pseudonym": p},
                          web={"signal": {"hold_s": 0}})  # no hold: the first "no data" red must not linger
             apps[name] = TestClient(build(cfg, fleet=fleet))
-        uplinks = {p.settings.pseudonym: p for p in started if isinstance(p, Uplink)}
         bob = Uplink(UplinkSettings(host=mosquitto.host, port=mosquitto.port, community="moulin", operation="op1",
                                     pseudonym=pseudonym(BOB, SECRET), password=""))
         bob.start()
@@ -77,9 +89,16 @@ def test_two_nodes_show_the_operations_live_surplus_and_signal(tmp_path: Path, m
                 assert alloc["operation"]["pool_wh"] == 900 and alloc["operation"]["shared_wh"] == 500
                 assert alloc["shared_wh"] == {"alice": 300, "school": 0}[name]
                 assert alloc["injection_shared_wh"] == {"alice": 0, "school": 500}[name]
+        for name, store in zip(NODES, stores, strict=True):  # each node stored its own share only
+            assert [(a.operation, a.start, a.received_wh, a.pool_wh, a.shared_wh) for a in store.allocations()] == [
+                ("op1", T0, {"alice": 300, "school": 0}[name], 900, 500)]
     finally:
         stop.set()
+        for t in sink_threads:
+            t.join(10)
         for x in started:
             x.stop()
         srv.stop()
         ledger.close()
+        for store in stores:
+            store.close()

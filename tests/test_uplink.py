@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -155,12 +155,15 @@ def test_over_tls_totals_and_allocation_come_back_and_live_goes_out(tmp_path: Pa
     assert allocs == [al]
 
 
-def test_fleet_link_fills_the_web_services_fleet_with_live_totals_and_allocations(mosquitto) -> None:
+def test_fleet_link_fills_the_web_services_fleet_with_live_totals_only(mosquitto) -> None:
     from gateway.uplink import FleetLink
     from services.web.fleet import Fleet
 
     fleet = Fleet()
     link = FleetLink(settings_for(mosquitto), fleet, clock=lambda: 42.0)
+    # live only: a clean session of its own, and no allocation handler (the daemon stores those)
+    assert link.uplink.settings.session_expiry_s == 0 and link.uplink.settings.client_id == "gw-maaa-web"
+    assert link.uplink.on_allocation is None
     link.start()
     admin = Client(mosquitto.host, mosquitto.port, None, None, None)
     assert admin.wait_connected() == 0
@@ -170,25 +173,31 @@ def test_fleet_link_fills_the_web_services_fleet_with_live_totals_and_allocation
         tot = TotalsMsg(operation="op1", time=T0, qh_start=T0, elapsed_s=300, consumption_w=800, pool_w=1500,
                         consumption_wh=70, pool_wh=120, members_reporting=3, members_total=4, signal="green",
                         headroom_w=700, reason="surplus")
-        admin.publish(operation_topic("moulin", "op1"), tot.to_bytes())
-        for q in range(3):
-            admin.publish(meter_topic("moulin", "op1", "maaa", "alloc"), AllocationMsg(
-                operation="op1", start=T0 + q * timedelta(minutes=15),
-                received_wh=10 * (q + 1), injection_shared_wh=0, pool_wh=90, shared_wh=80, consumption_wh=100).to_bytes())
-        assert admin.wait_for(lambda: fleet.live() is not None and len(link.allocations) == 3)
+        # retained, as the server publishes totals: whether or not the link's SUBSCRIBE is through yet
+        admin.c.publish(operation_topic("moulin", "op1"), tot.to_bytes(), qos=1, retain=True).wait_for_publish(10)
+        assert admin.wait_for(lambda: fleet.live() is not None)
         live = fleet.live()
         assert (live.pool_w, live.consumption_w, live.pool_wh, live.members_reporting, live.received_monotonic) == (
             1500, 800, 120, 3, 42.0)
         assert live.quarter(0).exported_wh == 120  # what the consume-now signal reads
-        assert link.received_wh(T0, T0 + timedelta(hours=1)) == 60
-        mine = link.member_quarter_hours(T0, T0 + timedelta(minutes=30))
-        assert [(m.start, m.received_wh, m.pool_wh) for m in mine.values()] == [
-            (T0, 10, 90), (T0 + timedelta(minutes=15), 20, 90)]
     finally:
         link.stop()
         admin.wait_for(lambda: bool(admin.received()), timeout=0.3)
         assert admin.received() == []  # the web side never speaks for the gateway's presence
         admin.close()
+
+
+def test_uplink_session_settings_come_from_the_config(tmp_path: Path) -> None:
+    from gateway.config import load_config
+    from gateway.uplink import settings_from_config
+
+    cfg = tmp_path / "q.toml"
+    cfg.write_text('[uplink]\nenabled = true\ncommunity = "moulin"\noperation = "op1"\npseudonym = "m1"\n')
+    assert settings_from_config(load_config(cfg).uplink).session_expiry_s == 7 * 86400  # persistent by default
+    cfg.write_text(cfg.read_text() + "session_expiry_s = 3600\n")
+    assert settings_from_config(load_config(cfg).uplink).session_expiry_s == 3600
+    with pytest.raises(ValueError, match="session_expiry_s"):
+        settings_for(type("S", (), {"host": "h", "port": 1})(), session_expiry_s=-1)
 
 
 def test_uplink_config_names_an_incomplete_section_and_refuses_a_password_in_the_main_file(tmp_path: Path) -> None:

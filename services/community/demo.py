@@ -186,8 +186,14 @@ class Demo:
                 port = port + 1 if port < 65535 else _free_port()
             self.nodes.append((m, join, port))
             port += 1
-        start = self.args.start or datetime.now().astimezone().replace(hour=10, minute=0, second=0, microsecond=0).isoformat()
-        self.start = start
+        start = datetime.fromisoformat(self.args.start) if self.args.start else \
+            datetime.now().astimezone().replace(hour=10, minute=0, second=0, microsecond=0)
+        # run again in the same directory: every meter goes on from where the furthest one stopped, so
+        # their quarter-hours stay aligned (each daemon would otherwise resume from its own store)
+        ahead = [t for m in self.members if (t := _store_end(self.dir / m.id / "quartier.sqlite")) is not None]
+        if ahead and max(ahead) > start:
+            start = max(ahead).astimezone(start.tzinfo)
+        self.start = start.isoformat()
         return {"token": token}
 
     # -- processes ---------------------------------------------------------------------------------
@@ -273,6 +279,21 @@ class Demo:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait(timeout=5)
+
+
+def _store_end(path: Path) -> datetime | None:
+    """The end of the newest quarter-hour in a node's store (read-only), if there is one."""
+    import sqlite3
+    from datetime import timezone
+
+    if not path.exists():
+        return None
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            (last,) = db.execute("SELECT max(start) FROM quarter_hours").fetchone()
+    except sqlite3.Error:
+        return None
+    return None if last is None else datetime.fromtimestamp(last + 900, timezone.utc)
 
 
 def _tail(path: Path, lines: int = 8) -> str:

@@ -158,7 +158,7 @@ def create_app(service: WebService) -> FastAPI:
             raise HTTPException(400, f"at most {MAX_RANGE.days} days per request")
         meter_id = meter or service.state.meter_id
         qhs = service.history.quarter_hours(meter_id, start, end) if meter_id else []
-        member = service.fleet.member_quarter_hours(start, end) if service.fleet.has_data else {}
+        member = service.member_quarter_hours(start, end)
         return quarter_hours_view(qhs, member, start=start, end=end, tz=service.state.tz, meter_id=meter_id,
                                   fleet_setup=service.fleet.setup)
 
@@ -180,7 +180,7 @@ def create_app(service: WebService) -> FastAPI:
                 imp, exp, n, expected = total.import_wh, total.export_wh, total.quarter_hours, total.expected
         if not expected:
             expected = int((end.timestamp() - start.timestamp()) // 900)
-        member = service.fleet.member_quarter_hours(start, end) if service.fleet.has_data else {}
+        member = service.member_quarter_hours(start, end)
         return allocation_view(period=period, label=label, start=start, end=end, meter_id=meter_id, import_wh=imp,
                                export_wh=exp, quarter_hours=n, expected=expected, member=member,
                                setup=service.fleet.setup, prices=s.prices)

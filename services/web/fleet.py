@@ -1,16 +1,21 @@
 """The seam the fleet uplink fills: the sharing operation's live totals and per-quarter-hour figures.
 
 A node sees only its own meter. What the rest of the operation consumed and injected comes from the
-fleet sync (the community server collects every member's quarter-hours). The uplink is not part of
-this process yet; :class:`Fleet` is the interface it will fill:
+fleet sync (the community server collects every member's quarter-hours). :class:`Fleet` holds what
+the web service knows of it in memory:
 
 - :meth:`Fleet.set_setup`: which operation this node's member belongs to and how it allocates
-  (rounds, shares, settings, participants), from the community file;
+  (rounds, shares, settings, participants), from the community file, or just the operation and the
+  member's pseudonym when the community server allocates (``[uplink]``);
 - :meth:`Fleet.update_live`: the operation's running quarter-hour (pool and consumption so far), for
-  the consume-now signal and the live surplus;
+  the consume-now signal and the live surplus (``gateway.uplink.FleetLink`` fills it);
 - :meth:`Fleet.add_quarter_hours`: closed quarter-hours of every member (consumption per participant,
-  injection per producer), for the provisional allocation of this member;
+  injection per producer), for a provisional allocation of this member computed on this node;
 - :meth:`Fleet.set_alert`: a collective "reduce now" alert from the community.
+
+The community server's allocation of this member's share is *not* kept here: the daemon stores it
+(``gateway.uplink.UplinkSink``) and the web service reads it from the store, so it survives a restart
+of either process (``WebService.member_quarter_hours``).
 
 Everything the page and the API say about sharing is *provisional*: the grid operator computes the
 binding allocation once a month from its own data.
@@ -114,8 +119,7 @@ class Fleet:
         self._live: OperationLive | None = None
         self._alert: Alert | None = None
         self._qhs: OrderedDict[datetime, FleetQuarterHour] = OrderedDict()
-        self._alloc: dict[datetime, MemberQuarterHour] = {}
-        self._server: set[datetime] = set()  # starts whose allocation came from the community server
+        self._alloc: dict[datetime, MemberQuarterHour] = {}  # computed here, cached
         self._max = max_quarter_hours
 
     # -- filled by the uplink --------------------------------------------------------------------
@@ -123,8 +127,7 @@ class Fleet:
     def set_setup(self, setup: OperationSetup | None) -> None:
         with self._lock:
             self._setup = setup
-            for start in [s for s in self._alloc if s not in self._server]:
-                del self._alloc[start]  # computed under the old setup
+            self._alloc.clear()  # computed under the old setup
 
     def update_live(self, live: OperationLive | None) -> None:
         with self._lock:
@@ -135,25 +138,10 @@ class Fleet:
             for qh in qhs:
                 self._qhs[qh.start] = qh
                 self._qhs.move_to_end(qh.start)
-                if qh.start not in self._server:
-                    self._alloc.pop(qh.start, None)  # corrected figures: allocate again
+                self._alloc.pop(qh.start, None)  # corrected figures: allocate again
             while len(self._qhs) > self._max:
                 old, _ = self._qhs.popitem(last=False)
-                if old not in self._server:
-                    self._alloc.pop(old, None)
-
-    def add_member_allocations(self, items: Iterable[MemberQuarterHour]) -> None:
-        """This member's share as the community server computed it. Members may not read each
-        other's quarter-hours, so a node normally gets only these, never the operation's detail;
-        the server's figure wins over a local computation of the same quarter-hour."""
-        with self._lock:
-            for m in items:
-                self._alloc[m.start] = m
-                self._server.add(m.start)
-            while len(self._alloc) > self._max:
-                old = min(self._alloc)
-                self._alloc.pop(old)
-                self._server.discard(old)
+                self._alloc.pop(old, None)
 
     def set_alert(self, alert: Alert | None) -> None:
         with self._lock:
@@ -173,14 +161,16 @@ class Fleet:
 
     @property
     def has_data(self) -> bool:
-        return self._setup is not None and bool(self._qhs or self._alloc)
+        """Whether there are fleet quarter-hours to allocate on this node."""
+        return self._setup is not None and bool(self._qhs)
 
     def quarter_hours(self, start: datetime, end: datetime) -> list[FleetQuarterHour]:
         with self._lock:
             return [qh for s, qh in self._qhs.items() if start <= s < end]
 
     def member_quarter_hours(self, start: datetime, end: datetime) -> dict[datetime, MemberQuarterHour]:
-        """This member's allocation in each closed quarter-hour the fleet has, keyed by start."""
+        """This member's allocation, computed on this node, in each closed quarter-hour the fleet
+        has, keyed by start."""
         setup = self._setup
         if setup is None:
             return {}

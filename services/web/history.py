@@ -18,7 +18,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from gateway.model import QuarterHour
-from gateway.store import SCHEMA_VERSION, DailyTotal, MonthlyTotal, Store, StoreError
+from gateway.store import SCHEMA_VERSION, Allocation, DailyTotal, MonthlyTotal, Store, StoreError
 
 log = logging.getLogger("quartier.services.web")
 
@@ -101,6 +101,19 @@ class History:
         nxt = f"{year + m // 12:04d}-{m % 12 + 1:02d}"
         rows = s.monthly_totals(meter_id=meter_id, start=month, end=nxt)
         return rows[0] if rows else None
+
+    def allocations(self, operation: str, start: datetime, end: datetime) -> list[Allocation]:
+        """This member's allocations in [start, end) as the daemon stored them from the community
+        server; none while the daemon has not created the table yet (an older release)."""
+        s = self.store()
+        if s is None:
+            return []
+        try:
+            return s.allocations(operation=operation, start=start, end=end)
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                raise
+            return []
 
     def meters(self) -> list[str]:
         s = self.store()

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 from services.signal import SignalSettings
 from services.web.figures import Prices, local_midnight
-from services.web.fleet import Fleet
+from services.web.fleet import Fleet, MemberQuarterHour, OperationSetup
 from services.web.history import History
 from services.web.live_client import LiveClient
 from services.web.state import DayTotals, NodeState, Update
@@ -41,6 +41,8 @@ class WebSettings:
     prices: Prices = field(default_factory=Prices)
     stream_interval_s: float = 1.0
     signal: SignalSettings = field(default_factory=SignalSettings)
+    operation: str | None = None  # the sharing operation ([uplink], when enabled): its allocations are shown
+    member_id: str | None = None  # this member in it (the pseudonym)
 
     @classmethod
     def from_config(cls, cfg) -> WebSettings:
@@ -59,6 +61,8 @@ class WebSettings:
             language=w.language,
             prices=Prices(w.grid_price_eur_kwh, w.shared_price_eur_kwh),
             stream_interval_s=w.stream_interval_s,
+            operation=cfg.uplink.operation if cfg.uplink.enabled else None,
+            member_id=cfg.uplink.pseudonym if cfg.uplink.enabled else None,
             signal=SignalSettings(
                 green_enter_w=s.green_enter_w, green_exit_w=s.green_exit_w, red_enter_w=s.red_enter_w,
                 red_exit_w=s.red_exit_w, hold_s=s.hold_s, stale_after_s=s.stale_after_s,
@@ -73,6 +77,11 @@ class WebService:
         self.settings = settings
         self.fleet = fleet if fleet is not None else Fleet()
         self.history = History(settings.store_path, timezone=settings.timezone)
+        if settings.operation and settings.member_id and self.fleet.setup is None:
+            # the node knows its operation and pseudonym, not the other members: the community server
+            # allocates and sends this member its own share, which the daemon stores
+            self.fleet.set_setup(OperationSetup(operation_id=settings.operation, member_id=settings.member_id,
+                                                rounds=(), members=()))
         self.state = NodeState(
             tz=ZoneInfo(settings.timezone), signal_settings=settings.signal, meter_id=settings.meter_id, fleet=self.fleet,
         )
@@ -161,6 +170,19 @@ class WebService:
 
     def day_start(self, day: date) -> datetime:
         return local_midnight(day, self.state.tz)
+
+    def member_quarter_hours(self, start: datetime, end: datetime) -> dict[datetime, MemberQuarterHour]:
+        """This member's share per closed quarter-hour in [start, end): the community server's, from
+        the store (durable across restarts of either process), over any computed on this node from
+        the fleet's quarter-hours. Called from the routes' worker threads (a store read)."""
+        out = self.fleet.member_quarter_hours(start, end) if self.fleet.has_data else {}
+        setup = self.fleet.setup
+        if setup is not None:
+            for a in self.history.allocations(setup.operation_id, start, end):
+                out[a.start] = MemberQuarterHour(
+                    start=a.start, received_wh=a.received_wh, injection_shared_wh=a.injection_shared_wh,
+                    pool_wh=a.pool_wh, shared_wh=a.shared_wh, consumption_wh=a.consumption_wh)
+        return dict(sorted(out.items()))
 
     def subscribe(self, listener: Callable[[Update], None]) -> Callable[[], None]:
         return self.state.subscribe(listener)
