@@ -86,14 +86,16 @@ class Daemon:
                 )
             )
         if cfg.uplink.enabled:  # the community uplink: its outbox is "uplink" (gateway/uplink.py)
-            from gateway.uplink import Uplink, UplinkConfigError, UplinkSink, live_source_for, settings_from_config
+            from gateway.uplink import UplinkConfigError, live_source_for, node_uplink, settings_from_config
 
             try:
                 up = settings_from_config(cfg.uplink)
             except UplinkConfigError as exc:  # metering goes on; the outbox keeps the rows until it is fixed
                 log.error("uplink.misconfigured", extra={"error": str(exc)})
             else:
-                self.sinks.append(UplinkSink(self.store, Uplink(up), live_source=live_source_for(
+                # one connection per gateway: the operation's totals and this member's allocations come
+                # back on it and reach the web service over the live socket (gateway/live.py)
+                self.sinks.append(node_uplink(self.store, up, live=self.live, live_source=live_source_for(
                     lambda: [r.pipeline for r in self.runners], up)))
         for i, src in enumerate(cfg.sources):
             self.runners.append(self._make_runner(i, src))

@@ -11,6 +11,11 @@ client of a Unix domain socket in its runtime dir (``live.sock``):
   (``time`` is the meter's clock, ``received`` the Pi's wall clock when the reading was fed);
 - ``{"type": "quarter_hour", "meter_id", "start", "end", "import_wh", "export_wh", "quality",
   "flags"}`` for each closed quarter-hour, once it is committed to the local store.
+- with a community uplink, ``{"type": "operation", "received", "totals": {...}}`` with the
+  operation's live totals and signal each time the community server sends them (the latest is also
+  sent first to a new subscriber), and ``{"type": "allocation", "operation", "start", "received_wh",
+  "injection_shared_wh"}`` once the server's share of a quarter-hour is committed to the store. They
+  come back on the gateway's one connection to the community broker.
 
 Metering never waits for a subscriber: the reader thread only encodes the line and appends it to a
 queue; one publisher thread writes to non-blocking sockets and keeps at most ``max_backlog_bytes`` per
@@ -299,6 +304,23 @@ def quarter_hour_message(qh: QuarterHour) -> dict:
         "quality": qh.quality.value,
         "flags": list(qh.flags),
     }
+
+
+OPERATION_KEY = "operation"  # the latest totals are kept under this key for late subscribers
+
+
+def operation_message(totals, received: float | None = None) -> dict:
+    """``operation``: the sharing operation's live totals and signal as the community server sent
+    them (a :class:`services.community.wire.TotalsMsg`), and when this gateway received them."""
+    return {"type": "operation", "received": round(time.time() if received is None else received, 3),
+            "totals": totals.model_dump(mode="json")}
+
+
+def allocation_message(alloc) -> dict:
+    """``allocation``: the community server allocated one of this member's quarter-hours (an
+    :class:`services.community.wire.AllocationMsg`), committed to the store before it is sent."""
+    return {"type": "allocation", "operation": alloc.operation, "start": utc_iso(alloc.start),
+            "received_wh": alloc.received_wh, "injection_shared_wh": alloc.injection_shared_wh}
 
 
 @dataclass

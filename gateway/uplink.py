@@ -7,17 +7,17 @@ order when it returns. A re-sent quarter-hour is harmless: the community server 
 (pseudonymous meter, start).
 
 The same connection carries the live summary (QoS 0, every few seconds, dropped while offline: only
-the latest matters), a retained ``online``/``offline`` status with a last will, and the subscription
-to this member's allocation, which :class:`UplinkSink` writes into the store.
+the latest matters), a retained ``online``/``offline`` status with a last will, and the subscriptions
+to the operation's live totals + signal and to this member's allocation, which :class:`UplinkSink`
+writes into the store. :func:`node_uplink` wires it as the daemon runs it: totals and allocations are
+relayed to the web service over the daemon's live socket, so a gateway holds one connection to its
+community, and the web service none.
 
 Allocations are kept durably end to end. The daemon's connection is a persistent MQTT v5 session
 (``clean_start`` off, ``SessionExpiryInterval`` = ``uplink.session_expiry_s``, a week by default) under
 a stable client id, so the broker queues the QoS 1 allocations published while the node is offline
 (a reboot, a lost link) and delivers them when it returns. Each one is acknowledged (PUBACK) only
 once it is committed to the store: a power cut between the two means a redelivery, never a loss.
-
-The web service has its own connection (:class:`FleetLink`, clean session): only the operation's live
-totals + signal, which are worth nothing later; it reads the allocations from the store.
 
 On the wire the meter is its pseudonym (given by provisioning, also the broker username); the EAN
 never leaves the node. paho-mqtt is imported when an :class:`Uplink` is built.
@@ -428,43 +428,20 @@ def _wh(value: float | None) -> float | None:
     return None if value is None else max(0.0, float(value))
 
 
-def operation_live(msg: TotalsMsg, received_monotonic: float) -> Any:
-    """The web service's :class:`services.web.fleet.OperationLive` from the server's totals."""
-    from services.web.fleet import OperationLive
+def node_uplink(store: Store, settings: UplinkSettings, *, live: Any = None,
+                live_source: Callable[[], LiveMsg | None] | None = None, **sink_options: Any) -> UplinkSink:
+    """The node's one connection to its community, as the daemon runs it: quarter-hours and the live
+    summary out; the operation's totals and this member's allocations (committed to the store first)
+    back, relayed to the web service through ``live`` (a :class:`gateway.live.LivePublisher`)."""
+    on_totals = on_allocation = None
+    if live is not None:
+        from gateway.live import OPERATION_KEY, allocation_message, operation_message
 
-    return OperationLive(
-        start=msg.qh_start, elapsed_s=msg.elapsed_s, consumption_wh=msg.consumption_wh, pool_wh=msg.pool_wh,
-        consumption_w=msg.consumption_w, pool_w=msg.pool_w, as_of=msg.time, received_monotonic=received_monotonic,
-        members_reporting=msg.members_reporting, members_total=msg.members_total,
-    )
+        def on_totals(m: TotalsMsg) -> None:
+            live.publish(operation_message(m), latest_for=OPERATION_KEY)
 
+        def on_allocation(m: AllocationMsg) -> None:
+            live.publish(allocation_message(m))
 
-class FleetLink:
-    """The web service's side of the uplink: its own subscribe-only connection (same credentials,
-    its own client id, a clean session) that fills a :class:`services.web.fleet.Fleet` with the
-    operation's live totals (the page's "operation" figures and the consume-now signal's operation
-    basis). Only what is live: this member's allocations reach the store through the daemon's
-    :class:`UplinkSink`, and the web service reads them from there."""
-
-    def __init__(self, settings: UplinkSettings, fleet: Any, *, clock: Callable[[], float] | None = None) -> None:
-        import time as _time
-        from dataclasses import replace
-
-        self.fleet = fleet
-        self._clock = clock or _time.monotonic
-        # a clean session: totals missed while away are stale anyway, and the broker must not queue
-        # anything for this client
-        web = replace(settings, client_id=f"{settings.client_id or 'gw-' + settings.pseudonym}-web", session_expiry_s=0)
-        self.uplink = Uplink(web, on_totals=self._totals)
-        # the web side must not mark the gateway offline when it stops: no will, no status
-        self.uplink.client.will_clear()
-        self.uplink.status_topic = ""
-
-    def _totals(self, msg: TotalsMsg) -> None:
-        self.fleet.update_live(operation_live(msg, self._clock()))
-
-    def start(self) -> None:
-        self.uplink.start()
-
-    def stop(self) -> None:
-        self.uplink.stop()
+    uplink = Uplink(settings, on_totals=on_totals, on_allocation=on_allocation)
+    return UplinkSink(store, uplink, live_source=live_source, **sink_options)

@@ -215,23 +215,10 @@ def _web(args: argparse.Namespace) -> int:
         return _fail("web", f"cannot serve on {host}:{port}: {exc.strerror or exc} (web.host, web.port or --host/--port)")
     from services.web.server import serve
 
-    fleet = link = None
-    if cfg.uplink.enabled:  # the operation's live totals + signal (this member's allocations: the store)
-        from gateway.uplink import FleetLink, UplinkConfigError, settings_from_config
-        from services.web.fleet import Fleet
-
-        try:
-            fleet = Fleet()
-            link = FleetLink(settings_from_config(cfg.uplink), fleet)
-            link.start()
-        except UplinkConfigError as exc:
-            log.error("web.fleet_unavailable", extra={"reason": str(exc)})
-            fleet = link = None
+    # with a community uplink, the operation's live totals arrive through the daemon's live socket and
+    # this member's allocations through the store: the web service needs no connection of its own
     try:
-        serve(cfg, host=host, port=port, fleet=fleet)
+        serve(cfg, host=host, port=port)
     except OSError as exc:
         return _fail("web", f"cannot serve: {exc.strerror or exc}")
-    finally:
-        if link is not None:
-            link.stop()
     return 0

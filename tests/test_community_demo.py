@@ -128,6 +128,10 @@ def test_two_demo_nodes_and_a_community_server_show_the_shared_allocation_and_th
                 browser.wait_js("document.getElementById('month-shared').textContent !== '–' && "
                                 "parseFloat(document.getElementById('month-shared').textContent) > 0",
                                 timeout=30, what="voisin: its shared energy this month")
+            else:  # the producer's page says how much of its production went to the neighbours
+                browser.wait_js("!document.getElementById('month-given').hidden && document.getElementById("
+                                "'month-given').textContent.startsWith('Your production shared with the neighbours')",
+                                timeout=30, what="soleil: its production shared this month")
             art = Path(__file__).resolve().parents[1] / "artifacts"
             art.mkdir(exist_ok=True)
             browser.screenshot(art / f"community-demo-{name}.png")

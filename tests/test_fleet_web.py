@@ -1,10 +1,12 @@
 """Two nodes and a community server: each node's web service shows the operation's live surplus, its
 consume-now signal computed on the operation's basis, and this member's share of a quarter-hour the
-server allocated (fleet sync through a real Mosquitto; each node receives only its own share, which
-its uplink sink writes into the node's store, where the web service reads it)."""
+server allocated (fleet sync through a real Mosquitto). Each node has one connection to the
+community: its uplink sink writes its own share into the node's store, where the web service reads
+it, and relays the operation's totals to the web service over the daemon's live socket."""
 
 from __future__ import annotations
 
+import tempfile
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,11 +15,11 @@ from fastapi.testclient import TestClient
 
 from gateway.config import Config
 from gateway.store import Store
-from gateway.uplink import FleetLink, Uplink, UplinkSettings, UplinkSink
+from gateway.live import LivePublisher
+from gateway.uplink import Uplink, UplinkSettings, node_uplink
 from services.community.ledger import Ledger
 from services.community.server import BrokerLink, CommunityServer
 from services.community.wire import LiveMsg, QuarterHourMsg, pseudonym
-from services.web.fleet import Fleet
 from services.web.server import build
 from tests.community_fixtures import SECRET, roster, wait
 
@@ -37,6 +39,7 @@ def test_two_nodes_show_the_operations_live_surplus_and_signal(tmp_path: Path, m
     started: list = []
     sink_threads: list[threading.Thread] = []
     stores: list[Store] = []
+    publishers: list[LivePublisher] = []
     try:
         apps = {}
         uplinks: dict[str, Uplink] = {}
@@ -44,27 +47,27 @@ def test_two_nodes_show_the_operations_live_surplus_and_signal(tmp_path: Path, m
             p = pseudonym(ean, SECRET)
             s = UplinkSettings(host=mosquitto.host, port=mosquitto.port, community="moulin", operation="op1",
                                pseudonym=p, password="", live_interval_s=0.1)
-            # the node's daemon side: its store and the uplink sink (quarter-hours and live summaries
-            # out, this member's allocations into the store)
+            # the node's daemon side: its store, its live socket and the uplink sink (quarter-hours and
+            # live summaries out; this member's allocations into the store, the totals to the socket)
+            run_dir = Path(tempfile.mkdtemp(prefix="qf"))  # a Unix socket path must stay short
+            pub = LivePublisher(run_dir / "live.sock")
+            pub.start()
+            publishers.append(pub)
             store = Store(tmp_path / f"{name}.sqlite", sinks=("uplink",))
             stores.append(store)
-            sink = UplinkSink(store, Uplink(s), idle_poll_s=0.1, live_source=lambda p=p, i=imp_w, e=exp_w: LiveMsg(
+            sink = node_uplink(store, s, live=pub, idle_poll_s=0.1, live_source=lambda p=p, i=imp_w, e=exp_w: LiveMsg(
                 meter=p, operation="op1", time=datetime.now(timezone.utc), import_w=i, export_w=e))
             t = threading.Thread(target=sink.run, args=(stop,), daemon=True)
             t.start()
             sink_threads.append(t)
             uplinks[p] = sink.uplink
-            # the node's web side: live totals through its own connection, allocations from the store
-            fleet = Fleet()
-            link = FleetLink(s, fleet)
-            link.start()
-            started.append(link)
+            # the node's web side: no connection of its own to the community
             cfg = Config(store={"path": str(tmp_path / f"{name}.sqlite")},
-                         daemon={"runtime_dir": str(tmp_path / f"run-{name}")},
+                         daemon={"runtime_dir": str(run_dir)},
                          uplink={"enabled": True, "host": mosquitto.host, "port": mosquitto.port, "community": "moulin",
                                  "operation": "op1", "pseudonym": p},
                          web={"signal": {"hold_s": 0}})  # no hold: the first "no data" red must not linger
-            apps[name] = TestClient(build(cfg, fleet=fleet))
+            apps[name] = TestClient(build(cfg))
         bob = Uplink(UplinkSettings(host=mosquitto.host, port=mosquitto.port, community="moulin", operation="op1",
                                     pseudonym=pseudonym(BOB, SECRET), password=""))
         bob.start()
@@ -102,3 +105,5 @@ def test_two_nodes_show_the_operations_live_surplus_and_signal(tmp_path: Path, m
         ledger.close()
         for store in stores:
             store.close()
+        for pub in publishers:
+            pub.stop()

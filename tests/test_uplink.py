@@ -155,36 +155,61 @@ def test_over_tls_totals_and_allocation_come_back_and_live_goes_out(tmp_path: Pa
     assert allocs == [al]
 
 
-def test_fleet_link_fills_the_web_services_fleet_with_live_totals_only(mosquitto) -> None:
-    from gateway.uplink import FleetLink
-    from services.web.fleet import Fleet
+def test_totals_and_allocations_come_back_on_the_gateways_one_connection_and_reach_the_web_side(mosquitto, ustore) -> None:
+    """The daemon's uplink relays the operation's totals and each stored allocation over the live
+    socket; the web service's state takes the totals for its signal and hears of the allocation."""
+    import tempfile
+    from zoneinfo import ZoneInfo
 
-    fleet = Fleet()
-    link = FleetLink(settings_for(mosquitto), fleet, clock=lambda: 42.0)
-    # live only: a clean session of its own, and no allocation handler (the daemon stores those)
-    assert link.uplink.settings.session_expiry_s == 0 and link.uplink.settings.client_id == "gw-maaa-web"
-    assert link.uplink.on_allocation is None
-    link.start()
-    admin = Client(mosquitto.host, mosquitto.port, None, None, None)
-    assert admin.wait_connected() == 0
-    admin.subscribe("quartier/moulin/op/+/meter/+/status")
-    try:
-        assert link.uplink.wait_connected(10)
-        tot = TotalsMsg(operation="op1", time=T0, qh_start=T0, elapsed_s=300, consumption_w=800, pool_w=1500,
-                        consumption_wh=70, pool_wh=120, members_reporting=3, members_total=4, signal="green",
-                        headroom_w=700, reason="surplus")
-        # retained, as the server publishes totals: whether or not the link's SUBSCRIBE is through yet
-        admin.c.publish(operation_topic("moulin", "op1"), tot.to_bytes(), qos=1, retain=True).wait_for_publish(10)
-        assert admin.wait_for(lambda: fleet.live() is not None)
-        live = fleet.live()
-        assert (live.pool_w, live.consumption_w, live.pool_wh, live.members_reporting, live.received_monotonic) == (
-            1500, 800, 120, 3, 42.0)
-        assert live.quarter(0).exported_wh == 120  # what the consume-now signal reads
-    finally:
-        link.stop()
-        admin.wait_for(lambda: bool(admin.received()), timeout=0.3)
-        assert admin.received() == []  # the web side never speaks for the gateway's presence
-        admin.close()
+    from gateway.live import LivePublisher
+    from gateway.uplink import node_uplink
+    from services.web.state import NodeState
+    from tests.test_web_live_socket import Subscriber
+
+    with tempfile.TemporaryDirectory(prefix="ql") as d:
+        pub = LivePublisher(Path(d) / "live.sock")
+        pub.start()
+        sink = node_uplink(ustore, settings_for(mosquitto), live=pub, idle_poll_s=0.1)
+        stop, t = run_sink(sink)
+        admin = Client(mosquitto.host, mosquitto.port, None, None, None)
+        try:
+            assert admin.wait_connected() == 0 and sink.uplink.wait_connected(10)
+            tot = TotalsMsg(operation="op1", time=T0, qh_start=T0, elapsed_s=300, consumption_w=800, pool_w=1500,
+                            consumption_wh=70, pool_wh=120, members_reporting=3, members_total=4, signal="green",
+                            headroom_w=700, reason="surplus")
+            admin.c.publish(operation_topic("moulin", "op1"), tot.to_bytes(), qos=1, retain=True).wait_for_publish(10)
+            al = AllocationMsg(operation="op1", start=T0, received_wh=120, injection_shared_wh=0, pool_wh=900,
+                               shared_wh=500, consumption_wh=700)
+            admin.c.publish(meter_topic("moulin", "op1", "maaa", "alloc"), al.to_bytes(), qos=1).wait_for_publish(10)
+            assert admin.wait_for(lambda: len(ustore.allocations()) == 1)
+            # a web service connecting now gets the latest totals first, then what follows
+            sub = Subscriber(Path(d) / "live.sock")
+            got = [sub.next() for _ in range(2)]
+            assert got[0]["type"] == "hello" and got[1]["type"] == "operation"
+            state = NodeState(tz=ZoneInfo("Europe/Brussels"), clock=lambda: 1000.0)
+            kinds = []
+            state.subscribe(lambda u: kinds.append(u.kind))
+            state.ingest(got[1])
+            live = state.fleet.live()
+            assert (live.pool_w, live.consumption_w, live.pool_wh, live.members_reporting) == (1500, 800, 120, 3)
+            assert 990 < live.received_monotonic <= 1000.0  # its age on arrival, not the time it was relayed
+            al2 = al.model_copy(update={"received_wh": 130})  # a re-run: stored, then announced
+            admin.c.publish(meter_topic("moulin", "op1", "maaa", "alloc"), al2.to_bytes(), qos=1).wait_for_publish(10)
+            msg = sub.next()
+            while msg["type"] != "allocation":
+                msg = sub.next()
+            assert msg == {"type": "allocation", "operation": "op1", "start": "2026-06-01T08:00:00Z", "received_wh": 130,
+                           "injection_shared_wh": 0}
+            assert [a.received_wh for a in ustore.allocations()] == [130]  # committed before it was announced
+            state.ingest(msg)
+            state.ingest({"type": "operation", "received": "soon", "totals": {"operation": "op1"}})
+            assert kinds == ["operation", "allocation"] and state.bad_messages == 1
+            sub.close()
+        finally:
+            stop.set()
+            t.join(10)
+            admin.close()
+            pub.stop()
 
 
 def test_uplink_session_settings_come_from_the_config(tmp_path: Path) -> None:

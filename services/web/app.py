@@ -208,7 +208,8 @@ def create_app(service: WebService) -> FastAPI:
     async def stream(request: Request) -> StreamingResponse:
         """``event: live`` with the ``/live`` object on each new reading (a meter sends one a second;
         a faster source is coalesced to one per 0.8 ``web.stream_interval_s``), repeated when nothing
-        new came for 1.25 intervals; ``event: quarter_hour`` when one closes (the page reloads its bars)."""
+        new came for 1.25 intervals; ``event: quarter_hour`` when one closes (the page reloads its bars),
+        ``event: allocation`` when the community server's share of one arrived (idem, and the month)."""
         return StreamingResponse(_events(service, request), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
@@ -247,11 +248,13 @@ async def _events(service: WebService, request: Request):
     repeat_after = 1.25 * interval
     state = service.state
     changed = asyncio.Event()
-    news = {"reading": True, "other": False, "qh": None}
+    news = {"reading": True, "other": False, "qh": None, "alloc": False}
 
     def listener(update: Update) -> None:
         if update.kind == "reading":
             news["reading"] = True
+        elif update.kind == "allocation":
+            news["alloc"] = news["other"] = True
         elif is_data_update(update):
             news["other"] = True
         else:
@@ -284,10 +287,12 @@ async def _events(service: WebService, request: Request):
                 return
             if news["reading"]:
                 last_reading = time.monotonic()
-            qh = news["qh"]
-            news.update(reading=False, other=False, qh=None)
+            qh, alloc = news["qh"], news["alloc"]
+            news.update(reading=False, other=False, qh=None, alloc=False)
             if qh is not None:
                 yield f"event: quarter_hour\ndata: {json.dumps(qh, separators=(',', ':'))}\n\n"
+            if alloc:  # the community's share of a quarter-hour is in the store: reload month and bars
+                yield "event: allocation\ndata: {}\n\n"
             body = json.dumps(state.live(), separators=(",", ":"))
             last_sent = time.monotonic()
             yield f"id: {state.version}\nevent: live\ndata: {body}\n\n"

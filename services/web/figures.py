@@ -21,8 +21,8 @@ NO_FLEET_NOTE = (
     "counts as 0 until fleet sync brings the operation's quarter-hours; ratios without a denominator are null."
 )
 FLEET_NOTE = (
-    "Provisional allocation computed on this node from the operation's quarter-hours (fleet sync); the grid "
-    "operator's monthly figures replace it."
+    "Provisional allocation over the whole operation's quarter-hours (by the community server through "
+    "fleet sync, or on this node from the community file); the grid operator's monthly figures replace it."
 )
 
 

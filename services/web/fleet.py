@@ -8,7 +8,7 @@ the web service knows of it in memory:
   (rounds, shares, settings, participants), from the community file, or just the operation and the
   member's pseudonym when the community server allocates (``[uplink]``);
 - :meth:`Fleet.update_live`: the operation's running quarter-hour (pool and consumption so far), for
-  the consume-now signal and the live surplus (``gateway.uplink.FleetLink`` fills it);
+  the consume-now signal and the live surplus (the daemon's uplink relays it, gateway/live.py);
 - :meth:`Fleet.add_quarter_hours`: closed quarter-hours of every member (consumption per participant,
   injection per producer), for a provisional allocation of this member computed on this node;
 - :meth:`Fleet.set_alert`: a collective "reduce now" alert from the community.
@@ -84,6 +84,17 @@ class OperationLive:
     received_monotonic: float  # when this process received them (time.monotonic())
     members_reporting: int = 0
     members_total: int = 0
+
+    @classmethod
+    def from_totals(cls, totals: Mapping[str, object], received_monotonic: float) -> OperationLive:
+        """From the community server's totals (a ``TotalsMsg`` as JSON; ``ValueError`` if it is not)."""
+        from services.community.wire import TotalsMsg
+
+        msg = TotalsMsg.model_validate(totals)
+        return cls(start=msg.qh_start, elapsed_s=msg.elapsed_s, consumption_wh=msg.consumption_wh,
+                   pool_wh=msg.pool_wh, consumption_w=msg.consumption_w, pool_w=msg.pool_w, as_of=msg.time,
+                   received_monotonic=received_monotonic, members_reporting=msg.members_reporting,
+                   members_total=msg.members_total)
 
     def quarter(self, age_s: float) -> QuarterSoFar:
         """As the consume-now signal's input (export = the pool, import = the consumption)."""

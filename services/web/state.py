@@ -44,7 +44,8 @@ def iso(t: datetime | None) -> str | None:
 @dataclass(frozen=True, slots=True)
 class Update:
     """What changed: ``reading`` (a new reading of the shown meter), ``quarter_hour`` (one closed),
-    ``signal`` (the state changed), ``tick`` (time passed), ``gateway`` (connected or lost)."""
+    ``signal`` (the state changed), ``tick`` (time passed), ``gateway`` (connected or lost),
+    ``operation`` (the community's live totals), ``allocation`` (the server's share of a quarter-hour)."""
 
     kind: str
     version: int
@@ -79,6 +80,7 @@ class NodeState:
     triggered: dict[str, TriggeredLoad] = field(default_factory=dict)
     version: int = 0
     readings: int = 0
+    bad_messages: int = 0  # live-feed messages that did not parse (logged)
     _tracker: SignalTracker = field(init=False)
     _listeners: list[Callable[[Update], None]] = field(default_factory=list)
     _last_now: datetime | None = None
@@ -131,6 +133,19 @@ class NodeState:
             self.last_quarter_hour = msg
             self._today_dirty = True  # committed before it was sent: the store has it now
             self._emit("quarter_hour", quarter_hour=msg)
+        elif kind == "operation":  # the community's live totals, relayed by the daemon's uplink
+            from services.web.fleet import OperationLive
+
+            try:
+                live = OperationLive.from_totals(msg["totals"], self.clock() - max(0.0, time.time() - float(msg["received"])))
+            except (KeyError, TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+                self.bad_messages += 1
+                log.warning("web.bad_operation_totals", extra={"error": str(exc)[:200]})
+                return
+            self.fleet.update_live(live)
+            self._emit("operation", signal_changed=self._evaluate())
+        elif kind == "allocation":  # committed to the store: the page reloads its month and bars
+            self._emit("allocation")
 
     def tick(self) -> None:
         """Time passed without a reading: staleness and hold times may change the signal."""

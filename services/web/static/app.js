@@ -151,6 +151,10 @@
     $("month-savings").textContent = euro(m.savings_eur);
     $("month-ss").textContent = pct(m.self_sufficiency);
     $("month-note").textContent = t(m.basis === "operation" ? "note_operation" : "note_own_meter");
+    // a producer's side of the month: its injection that went to the neighbours
+    const given = $("month-given");
+    given.hidden = !(m.injection_shared_wh > 0);
+    given.textContent = m.injection_shared_wh > 0 ? t("given", { kwh: kwh(m.injection_shared_wh) }) : "";
   }
 
   // -- data ---------------------------------------------------------------------------------------
@@ -182,6 +186,7 @@
       renderLive();
     });
     es.addEventListener("quarter_hour", () => loadHistory());
+    es.addEventListener("allocation", () => loadHistory());
     es.onerror = () => { state.streamUp = false; renderLive(); };
   }
 

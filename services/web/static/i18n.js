@@ -11,7 +11,8 @@ window.QUARTIER_I18N = {
     headroom: "marge ≈ {w}", until: "jusqu'à {t}", left: "encore {m} min",
     basis_operation: "surplus de l'opération de partage", basis_own_meter: "votre propre compteur", basis_none: "pas de données",
     note_own_meter: "Provisoire. Sans données de la communauté, seul votre compteur est connu : l'énergie partagée reste à 0.",
-    note_operation: "Provisoire, calculé sur cette passerelle ; le gestionnaire de réseau publie les chiffres définitifs chaque mois.",
+    note_operation: "Provisoire, réparti sur les quarts d'heure de toute l'opération de partage ; le gestionnaire de réseau publie les chiffres définitifs chaque mois.",
+    given: "Votre production partagée avec les voisins : {kwh}",
     meter: "compteur {id}", updated: "mis à jour {t}",
     signal: {
       surplus: "Surplus maintenant : faites tourner vos appareils.",
@@ -32,7 +33,8 @@ window.QUARTIER_I18N = {
     headroom: "marge ≈ {w}", until: "tot {t}", left: "nog {m} min",
     basis_operation: "overschot van het deelinitiatief", basis_own_meter: "uw eigen meter", basis_none: "geen gegevens",
     note_own_meter: "Voorlopig. Zonder gegevens van de gemeenschap is enkel uw meter gekend: gedeelde energie blijft 0.",
-    note_operation: "Voorlopig, berekend op deze gateway; de netbeheerder publiceert de definitieve cijfers maandelijks.",
+    note_operation: "Voorlopig, verdeeld over de kwartieren van het hele deelinitiatief; de netbeheerder publiceert de definitieve cijfers maandelijks.",
+    given: "Uw productie gedeeld met de buren: {kwh}",
     meter: "meter {id}", updated: "bijgewerkt {t}",
     signal: {
       surplus: "Nu overschot: zet uw toestellen aan.",
@@ -53,7 +55,8 @@ window.QUARTIER_I18N = {
     headroom: "headroom ≈ {w}", until: "until {t}", left: "{m} min left",
     basis_operation: "surplus of the sharing operation", basis_own_meter: "your own meter", basis_none: "no data",
     note_own_meter: "Provisional. Without community data only your own meter is known: shared energy stays at 0.",
-    note_operation: "Provisional, computed on this gateway; the grid operator publishes the binding figures monthly.",
+    note_operation: "Provisional, allocated over the whole sharing operation's quarter-hours; the grid operator publishes the binding figures monthly.",
+    given: "Your production shared with the neighbours: {kwh}",
     meter: "meter {id}", updated: "updated {t}",
     signal: {
       surplus: "Surplus now: run your appliances.",
