@@ -221,14 +221,14 @@ def conf_text(d: BrokerDir, *, port: int = 8883, bind: str = "0.0.0.0", persiste
         "log_type error",
         "log_type warning",
     ]
+    # the broker's bound on any session (it caps what a client asks for): above the gateways' week,
+    # and it frees the queue of a gateway that is gone for good; sessions are saved every minute, so a
+    # broker crash loses at most a minute of queued allocations (Mosquitto's default: 30 min). Both
+    # apply whoever turns persistence on: this file (``persistence_dir``, the tests and the demo) or
+    # Debian's /etc/mosquitto/mosquitto.conf on a deployed broker, which includes this one.
+    lines += [f"persistent_client_expiration {session_cap}", "autosave_interval 60"]
     if persistence_dir is not None:
-        # sessions on disk: a gateway's persistent session (uplink.session_expiry_s, a week by
-        # default) and the allocations queued for it while it is offline survive a broker restart;
-        # saved every minute, so a broker crash loses at most a minute of them (default: 30 min)
-        lines += ["persistence true", f"persistence_location {persistence_dir}/", "autosave_interval 60"]
-        # the broker's bound on any session (it caps what a client asks for): above the gateways'
-        # week, and it frees the queue of a gateway that is gone for good
-        lines.append(f"persistent_client_expiration {session_cap}")
+        lines += ["persistence true", f"persistence_location {persistence_dir}/"]
     if run_as:
         lines.append(f"user {run_as}")
     return "\n".join(lines) + "\n"
