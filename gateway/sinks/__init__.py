@@ -129,16 +129,20 @@ class OutboxSink:
             try:
                 settled = self.push_once()
             except SinkUnavailable as exc:
-                stop.wait(self._failed(exc.reason, exc.retry_after_s))
+                self._pause(stop, self._failed(exc.reason, exc.retry_after_s))
                 continue
             except Exception as exc:  # never die: a bug or a full card is retried like an outage
                 log.error("sink.error", extra={"sink": self.name, "error": f"{type(exc).__name__}: {exc}"}, exc_info=True)
-                stop.wait(self._failed(f"{type(exc).__name__}: {exc}", None))
+                self._pause(stop, self._failed(f"{type(exc).__name__}: {exc}", None))
                 continue
             self._succeeded()
             if settled == 0:
                 self._wake.wait(self.idle_poll_s)
         log.info("sink.stopped", extra={"sink": self.name, "backlog": self._backlog(), "pushed": self.stats.pushed})
+
+    def _pause(self, stop: threading.Event, delay_s: float) -> None:
+        """Wait out a backoff (a sink that knows when its server is back may end it sooner)."""
+        stop.wait(delay_s)
 
     def _failed(self, reason: str, retry_after_s: float | None) -> float:
         """Record a failure, log the transition to down once, and return how long to wait."""

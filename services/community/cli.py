@@ -89,6 +89,9 @@ def _run(args: argparse.Namespace) -> int:
     if cfg.api.enabled and not tokens:
         return _fail("api.tokens: at least one operator token in the secrets file (or api.enabled = false)")
     b = cfg.broker
+    # one persistent session per process: shards started from one configuration must not take over
+    # each other's session (the broker would disconnect the older one, back and forth)
+    client_id = b.client_id if not cfg.server.shard else f"{b.client_id}-{cfg.server.shard.replace('/', 'of')}"
     ledger = Ledger(cfg.server.database)
     influx = None
     if cfg.influx.enabled:
@@ -97,7 +100,7 @@ def _run(args: argparse.Namespace) -> int:
     server = CommunityServer(
         roster, ledger,
         BrokerLink(b.host, b.port, b.username, b.password.get_secret_value() or None,
-                   str(b.ca_file) if b.ca_file else None, b.client_id),
+                   str(b.ca_file) if b.ca_file else None, client_id, session_expiry_s=b.session_expiry_s),
         deadline_s=cfg.server.deadline_s, totals_interval_s=cfg.server.totals_interval_s,
         live_stale_s=cfg.server.live_stale_s, share_group=cfg.server.share_group, influx=influx,
     )

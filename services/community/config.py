@@ -65,7 +65,9 @@ class BrokerSection(_S):
     ca_file: Path | None = None  # None: plain TCP (loopback only)
     username: str | None = None
     password: SecretStr = SecretStr("")  # secrets file
-    client_id: str = "quartier-community"
+    client_id: str = "quartier-community"  # with server.shard, "-KofN" is appended
+    # the server's persistent session: the broker queues the nodes' quarter-hours while it is down
+    session_expiry_s: int = Field(default=7 * 86400, ge=0, le=4294967295)
 
 
 class InfluxSection(_S):

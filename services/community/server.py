@@ -67,6 +67,9 @@ class BrokerLink:
     password: str | None = None
     ca_file: str | None = None
     client_id: str = "quartier-community"
+    # a persistent MQTT v5 session: while the server is down (a restart, a crash) the broker queues the
+    # nodes' QoS 1 quarter-hours for it, and they are acknowledged only once in the ledger. 0: clean.
+    session_expiry_s: int = 7 * 86400
 
 
 class CommunityServer:
@@ -98,13 +101,16 @@ class CommunityServer:
         self.trackers = {op: SignalTracker() for op in roster.operations}
         self.seats_by_op = {op: roster.members_of(op) for op in roster.operations}
         self.last_totals: dict[str, Any] = {}
-        self._q: queue.Queue[tuple[str, bytes, float]] = queue.Queue()
+        self._q: queue.Queue[tuple[str, bytes, float, int, int]] = queue.Queue()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._connected = threading.Event()
         self._filters = ingest_filters(roster.community, sorted(roster.operations), share_group)
         self._influx_cfg = influx
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=broker.client_id, protocol=mqtt.MQTTv5)
+        # QoS 1 messages are acknowledged by hand, after the batch that holds them is committed: a
+        # crash before the commit means a redelivery, never a quarter-hour acked and lost
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=broker.client_id, protocol=mqtt.MQTTv5,
+                        manual_ack=True)
         if broker.username:
             c.username_pw_set(broker.username, broker.password)
         if broker.ca_file:
@@ -121,7 +127,16 @@ class CommunityServer:
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.client.connect_async(self.broker.host, self.broker.port, keepalive=30)
+        b = self.broker
+        if b.session_expiry_s > 0:  # every connect resumes the session, the first one after a restart too
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = b.session_expiry_s
+            self.client.connect_async(b.host, b.port, keepalive=30, clean_start=False, properties=props)
+        else:
+            self.client.connect_async(b.host, b.port, keepalive=30, clean_start=True)
         self.client.loop_start()
         for name, target in (("worker", self._work), ("ticker", self._tick), ("pusher", self._push_loop)):
             if name == "pusher" and not self._influx_cfg:
@@ -151,7 +166,7 @@ class CommunityServer:
         log.info("community.connected", extra={"filters": len(self._filters)})
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
-        self._q.put((msg.topic, msg.payload, self.clock()))
+        self._q.put((msg.topic, msg.payload, self.clock(), msg.mid, msg.qos))
 
     # -- worker ----------------------------------------------------------------------------------
 
@@ -168,9 +183,13 @@ class CommunityServer:
                 except queue.Empty:
                     break
             try:
-                self.handle_batch(batch)
-            except Exception as exc:  # never die: log, the next batch may work
-                log.error("community.batch_failed", extra={"error": repr(exc)}, exc_info=True)
+                self.handle_batch([m[:3] for m in batch])
+            except Exception as exc:  # never die: log; not acknowledged, so the broker delivers it again
+                log.error("community.batch_failed", extra={"error": repr(exc), "messages": len(batch)}, exc_info=True)
+                continue
+            for *_, mid, qos in batch:  # in the order received, as MQTT wants
+                if qos > 0:
+                    self.client.ack(mid, qos)
 
     def handle_batch(self, batch: list[tuple[str, bytes, float]]) -> None:
         rows: list[Incoming] = []
