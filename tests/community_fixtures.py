@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from services.allocation.model import load_community
+from services.community.ledger import Ledger
 from services.community.roster import Roster
+from services.community.server import BrokerLink, CommunityServer
+from services.community.wire import QuarterHourMsg, meter_topic, pseudonym
 
 SECRET = "test-community-secret"
 COMMUNITY_TOML = """
@@ -61,3 +65,21 @@ def wait(pred, timeout: float = 15) -> bool:
             return True
         time.sleep(0.05)
     return pred()
+
+
+def seeded(tmp: Path, start: datetime, influx: dict | None = None) -> tuple[CommunityServer, Ledger]:
+    """A server (not connected) whose ledger holds op1's provisional allocation of four quarter-hours
+    from ``start``: alice imports 300 Wh, bob 100 Wh, the school injects 500 Wh in each, so fixed-equal
+    gives alice 4 x 250 Wh and bob 4 x 100 Wh."""
+    ledger = Ledger(tmp / "community.sqlite")
+    srv = CommunityServer(roster(tmp), ledger, BrokerLink("127.0.0.1", 1), influx=influx)
+    ean = {"alice": "541448820000000001", "bob": "541448820000000002", "school": "541448820000000003"}
+    for i in range(4):
+        qh = start + timedelta(minutes=15 * i)
+        batch = []
+        for m, (imp, exp) in {"alice": (300, 0), "bob": (100, 0), "school": (0, 500)}.items():
+            p = pseudonym(ean[m], SECRET)
+            batch.append((meter_topic("moulin", "op1", p, "qh"),
+                          QuarterHourMsg(meter=p, operation="op1", start=qh, import_wh=imp, export_wh=exp).to_bytes(), 0.0))
+        srv.handle_batch(batch)
+    return srv, ledger

@@ -16,10 +16,8 @@ from fastapi.testclient import TestClient
 from gateway.config import load_config
 from gateway.uplink import Uplink, settings_from_config
 from services.community.api import create_app
-from services.community.ledger import Ledger
-from services.community.server import BrokerLink, CommunityServer
 from services.community.wire import QuarterHourMsg, meter_topic, pseudonym
-from tests.community_fixtures import SECRET, roster, write_community
+from tests.community_fixtures import SECRET, seeded, write_community
 from tests.community_harness import Client, SecureMosquitto
 
 T0 = datetime(2026, 5, 1, 10, 0, tzinfo=timezone.utc)
@@ -88,24 +86,9 @@ def test_provision_refuses_unknown_members(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
-def seeded(tmp_path: Path) -> tuple[CommunityServer, Ledger]:
-    ledger = Ledger(tmp_path / "community.sqlite")
-    srv = CommunityServer(roster(tmp_path), ledger, BrokerLink("127.0.0.1", 1))
-    ean = {"alice": "541448820000000001", "bob": "541448820000000002", "school": "541448820000000003"}
-    for i in range(4):
-        start = T0 + timedelta(minutes=15 * i)
-        batch = []
-        for m, (imp, exp) in {"alice": (300, 0), "bob": (100, 0), "school": (0, 500)}.items():
-            p = pseudonym(ean[m], SECRET)
-            batch.append((meter_topic("moulin", "op1", p, "qh"),
-                          QuarterHourMsg(meter=p, operation="op1", start=start, import_wh=imp, export_wh=exp).to_bytes(), 0.0))
-        srv.handle_batch(batch)
-    return srv, ledger
-
-
 def test_reconcile_imports_the_grid_file_and_reports_differences(tmp_path: Path) -> None:
     cfg = server_config(tmp_path)
-    _, ledger = seeded(tmp_path)  # provisional: alice 4 x 250, bob 4 x 100
+    _, ledger = seeded(tmp_path, T0)  # provisional: alice 4 x 250, bob 4 x 100
     ledger.close()
     csv = tmp_path / "grid.csv"
     rows = ["ean;start;received_kwh"]
@@ -129,7 +112,7 @@ def test_reconcile_imports_the_grid_file_and_reports_differences(tmp_path: Path)
 
 
 def test_operator_api_needs_a_token_and_shows_members_completeness_and_allocation(tmp_path: Path) -> None:
-    srv, ledger = seeded(tmp_path)
+    srv, ledger = seeded(tmp_path, T0)
     ledger.set_status("op1", "alice", "online", T0.timestamp())
     client = TestClient(create_app(srv.roster, ledger, [TOKEN], srv))
     assert client.get("/api/v1/operations").status_code == 401
@@ -205,7 +188,7 @@ def test_quartier_community_runs_the_server_and_its_api(tmp_path: Path, mosquitt
 
 
 def test_imported_grid_figures_replace_the_provisional_ones_in_the_operator_view(tmp_path: Path) -> None:
-    srv, ledger = seeded(tmp_path)
+    srv, ledger = seeded(tmp_path, T0)
     client = TestClient(create_app(srv.roster, ledger, [TOKEN], srv))
     h = {"Authorization": f"Bearer {TOKEN}"}
     before = client.get("/api/v1/operations/op1/allocation?month=2026-05", headers=h).json()

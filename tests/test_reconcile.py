@@ -29,9 +29,7 @@ from services.community.reconcile import (
     build_mapping,
     parse_grid_file,
 )
-from services.community.server import BrokerLink, CommunityServer
-from services.community.wire import QuarterHourMsg, meter_topic, pseudonym
-from tests.community_fixtures import SECRET, roster, write_community
+from tests.community_fixtures import SECRET, seeded, write_community
 from tests.servers import VictoriaMetrics, free_port
 
 UTC = timezone.utc
@@ -68,22 +66,6 @@ def quartier(*args: str) -> subprocess.CompletedProcess[str]:
 def reconcile(cfg: Path, file: Path, mapping: str | None = None) -> subprocess.CompletedProcess[str]:
     extra = ["--mapping", mapping] if mapping else []
     return quartier("community", "reconcile", "--config", str(cfg), "--operation", "op1", "--file", str(file), *extra)
-
-
-def seeded(tmp: Path, influx: dict | None = None) -> tuple[CommunityServer, Ledger]:
-    """Provisional allocation of op1 for four quarter-hours from T0: alice 4 x 250 Wh, bob 4 x 100 Wh."""
-    ledger = Ledger(tmp / "community.sqlite")
-    srv = CommunityServer(roster(tmp), ledger, BrokerLink("127.0.0.1", 1), influx=influx)
-    ean = {"alice": ALICE, "bob": BOB, "school": "541448820000000003"}
-    for i in range(4):
-        start = T0 + i * Q
-        batch = []
-        for m, (imp, exp) in {"alice": (300, 0), "bob": (100, 0), "school": (0, 500)}.items():
-            p = pseudonym(ean[m], SECRET)
-            batch.append((meter_topic("moulin", "op1", p, "qh"),
-                          QuarterHourMsg(meter=p, operation="op1", start=start, import_wh=imp, export_wh=exp).to_bytes(), 0.0))
-        srv.handle_batch(batch)
-    return srv, ledger
 
 
 def generic_file(path: Path, wh: dict[str, int]) -> Path:
@@ -299,7 +281,7 @@ def test_reconcile_finds_config_mappings_first_then_presets(tmp_path: Path) -> N
 
 def test_a_monthly_file_is_compared_with_the_whole_month(tmp_path: Path) -> None:
     cfg = server_config(tmp_path)
-    _, ledger = seeded(tmp_path)
+    _, ledger = seeded(tmp_path, T0)
     ledger.close()
     done = reconcile(cfg, GRID / "generic-monthly-2026-05.csv", "generic-monthly")
     assert done.returncode == 0, done.stderr
@@ -316,7 +298,7 @@ def test_a_monthly_file_is_compared_with_the_whole_month(tmp_path: Path) -> None
 # -- the ledger's queue of binding figures -----------------------------------------------------------
 
 def test_a_changed_figure_gets_a_new_revision_and_the_same_one_nothing(tmp_path: Path) -> None:
-    _, ledger = seeded(tmp_path)
+    _, ledger = seeded(tmp_path, T0)
     ledger.import_grid("op1", [("alice", T0, 240, T0 + Q)], "a.csv")
     t = int(T0.timestamp())
     assert ledger.unpushed_binding() == [("op1", "alice", t, 1, 240, 250)]
@@ -387,7 +369,7 @@ def test_victoria_metrics_without_dedup_keeps_every_write_of_a_timestamp(tmp_pat
 def test_reconcile_writes_binding_figures_to_the_store_once_and_corrections_as_new_revisions(
         tmp_path: Path, victoria_metrics) -> None:
     cfg = server_config(tmp_path, influx_url=victoria_metrics.url)
-    _, ledger = seeded(tmp_path)
+    _, ledger = seeded(tmp_path, T0)
     ledger.close()
     grid = generic_file(tmp_path / "grid.csv", {ALICE: 245, BOB: 100})
     done = reconcile(cfg, grid)
@@ -416,7 +398,7 @@ def test_the_server_pusher_writes_binding_figures_and_reconcile_then_has_nothing
     from gateway.sinks.influx import load_influxdb_client
 
     cfg = server_config(tmp_path, influx_url=victoria_metrics.url)
-    srv, ledger = seeded(tmp_path)
+    srv, ledger = seeded(tmp_path, T0)
     ledger.import_grid("op1", [("alice", T0 + i * Q, 245) for i in range(4)], "grid.csv")
     mod = load_influxdb_client()
 
@@ -443,7 +425,7 @@ def test_the_server_pusher_writes_binding_figures_and_reconcile_then_has_nothing
 
 def test_with_the_store_down_reconcile_imports_and_the_figures_wait(tmp_path: Path, victoria_metrics) -> None:
     cfg = server_config(tmp_path, influx_url=f"http://127.0.0.1:{free_port()}")
-    _, ledger = seeded(tmp_path)
+    _, ledger = seeded(tmp_path, T0)
     ledger.close()
     done = reconcile(cfg, generic_file(tmp_path / "grid.csv", {ALICE: 245}))
     assert done.returncode == 0, done.stderr
