@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from gateway.model import QuarterHour
@@ -41,6 +41,7 @@ from services.community.wire import (
     AllocationMsg,
     LiveMsg,
     QuarterHourMsg,
+    ResendMsg,
     TotalsMsg,
     WireError,
     check_segment,
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("quartier.gateway.uplink")
 
 SINK_NAME = "uplink"
+RESEND_HORIZON = timedelta(days=40)
 MAX_SESSION_EXPIRY_S = 2**32 - 1  # MQTT v5: a four-byte integer (this value: never expires)
 
 
@@ -118,6 +120,7 @@ class Uplink:
         self.settings = settings
         self.on_totals = on_totals
         self.on_allocation = on_allocation
+        self.on_resend: Callable[[ResendMsg], None] | None = None  # set by UplinkSink: it owns the outbox
         self.bad_messages = 0  # malformed payloads on our topics, dropped (each logged with its topic)
         self.session_present: bool | None = None  # the broker resumed our session at the last connect
         self._connected = threading.Event()
@@ -127,6 +130,7 @@ class Uplink:
         self.status_topic = meter_topic(s.community, s.operation, s.pseudonym, "status")
         self.totals_topic = operation_topic(s.community, s.operation)
         self.alloc_topic = meter_topic(s.community, s.operation, s.pseudonym, "alloc")
+        self.resend_topic = meter_topic(s.community, s.operation, s.pseudonym, "resend")
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=s.client_id or f"gw-{s.pseudonym}",
                         protocol=mqtt.MQTTv5, manual_ack=True)
         c.username_pw_set(s.pseudonym, s.password)
@@ -193,6 +197,13 @@ class Uplink:
             if self._connected.is_set():
                 self.client.subscribe(self.alloc_topic, qos=1)
 
+    def set_resend_handler(self, handler: Callable[[ResendMsg], None]) -> None:
+        """Hand the server's requests to publish quarter-hours again to ``handler``."""
+        with self._subscribe_lock:
+            self.on_resend = handler
+            if self._connected.is_set():
+                self.client.subscribe(self.resend_topic, qos=1)
+
     def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
         if rc.is_failure:
             log.warning("uplink.refused", extra={"reason": str(rc), "host": self.settings.host})
@@ -203,6 +214,8 @@ class Uplink:
                 topics.append((self.totals_topic, 0))
             if self.on_allocation is not None:
                 topics.append((self.alloc_topic, 1))
+            if self.on_resend is not None:
+                topics.append((self.resend_topic, 1))
             if topics:  # again on a resumed session too: idempotent, and it mends a lost subscription
                 client.subscribe(topics)
             if self.status_topic:
@@ -226,6 +239,8 @@ class Uplink:
         try:
             if msg.topic == self.totals_topic and self.on_totals is not None:
                 self.on_totals(decode(TotalsMsg, msg.payload))  # type: ignore[arg-type]
+            elif msg.topic == self.resend_topic and self.on_resend is not None:
+                self.on_resend(decode(ResendMsg, msg.payload))  # type: ignore[arg-type]
             elif msg.topic == self.alloc_topic:
                 handler = self.on_allocation
                 if handler is None:  # a resumed session delivers before a handler is set: keep it queued
@@ -300,6 +315,8 @@ class UplinkSink(OutboxSink):
         self.allocations_stored = 0  # allocations received and committed (re-runs and redeliveries too)
         self._observer = uplink.on_allocation
         uplink.set_allocation_handler(self._on_allocation)
+        uplink.set_resend_handler(self.resend)
+        self.resent = 0  # quarter-hours queued again at the server's request
 
     def _on_allocation(self, msg: AllocationMsg) -> None:
         self.store_allocation(msg)
@@ -325,9 +342,25 @@ class UplinkSink(OutboxSink):
         log.info("uplink.allocation_stored", extra={"start": msg.start.isoformat(), "received_wh": msg.received_wh,
                                                     "missing": msg.missing, "changed": changed})
 
+    def resend(self, msg: ResendMsg) -> int:
+        """The server asks for this member's quarter-hours from ``since`` again (it lost them, or
+        misses one at its deadline): queue them in the outbox again, in order; the server keeps each
+        (meter, start) once. Bounded to 40 days back, what a month's reconciliation needs."""
+        op = self.uplink.settings.operation
+        if msg.operation != op:
+            raise WireError(f"ResendMsg: operation {msg.operation!r} on the resend topic of {op!r}")
+        since = max(msg.since, datetime.now(timezone.utc) - RESEND_HORIZON)
+        n = self.store.enqueue(self.name, meter_id=self.uplink.settings.meter_id, start=since, end=msg.until)
+        self.resent += n
+        log.info("uplink.resend", extra={"since": since.isoformat(), "until": msg.until.isoformat() if msg.until else None,
+                                         "queued": n})
+        self.notify()
+        return n
+
     def health_fields(self) -> dict[str, object]:
         """For the daemon's health file: the allocation side of the uplink."""
         return {"connected": self.uplink.connected, "session_present": self.uplink.session_present,
+                "resent": self.resent,
                 "allocations_stored": self.allocations_stored, "bad_messages": self.uplink.bad_messages}
 
     def _pause(self, stop: threading.Event, delay_s: float) -> None:

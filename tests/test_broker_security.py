@@ -100,6 +100,28 @@ def test_gateway_cannot_publish_totals_or_allocations(secure) -> None:
         c.close()
 
 
+def test_only_the_server_asks_a_gateway_to_resend_and_only_that_gateway_hears_it(secure) -> None:
+    """A fake resend request could make a gateway flood the broker; another's request tells nothing
+    but is still its own business: the gateway reads only its own, the server alone writes them."""
+    server, pw = secure
+    b = connect(server, "mbbb", pw["mbbb"])
+    assert b.wait_connected() == 0
+    assert b.subscribe(meter_topic(C, "op1", "mbbb", "resend")) == [1]
+    a = connect(server, "maaa", pw["maaa"])
+    assert a.wait_connected() == 0
+    a.subscribe(meter_topic(C, "op1", "mbbb", "resend"))  # granted or not, nothing may arrive
+    a.publish(meter_topic(C, "op1", "mbbb", "resend"), b"fake request")
+    admin = connect(server, "server", pw["server"])
+    assert admin.wait_connected() == 0
+    admin.publish(meter_topic(C, "op1", "mbbb", "resend"), b"real request")
+    assert b.wait_for(lambda: b.received())
+    time.sleep(0.3)
+    assert b.received() == [(meter_topic(C, "op1", "mbbb", "resend"), b"real request")]
+    assert a.received() == []
+    for c in (a, b, admin):
+        c.close()
+
+
 def test_gateway_cannot_read_another_members_data(secure) -> None:
     """Mosquitto 2.0 may grant a SUBACK for a filter and then withhold every message the ACL does
     not allow to be read; what counts is that nothing of another member arrives."""

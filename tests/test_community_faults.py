@@ -100,3 +100,69 @@ def test_kill_9_of_the_community_server_loses_no_quarter_hour(tmp_path: Path, mo
         if proc.poll() is None:
             proc.terminate()
             proc.wait(15)
+
+
+def test_a_server_the_broker_kept_nothing_for_asks_the_nodes_to_send_again(tmp_path: Path, mosquitto) -> None:
+    """The worst case of a server outage: the broker kept nothing for it (session expired, queue full,
+    broker store lost). On reconnecting without a session the server asks every member it knows for
+    its quarter-hours since the last one it holds; the nodes queue them again from their stores."""
+    from gateway.model import Quality, QuarterHour
+    from gateway.store import Store
+    from gateway.uplink import UplinkSettings, node_uplink
+    from services.community.ledger import Ledger
+    from services.community.server import BrokerLink, CommunityServer
+    from tests.community_fixtures import roster
+
+    def server() -> tuple[CommunityServer, Ledger]:
+        ledger = Ledger(tmp_path / "community.sqlite")
+        srv = CommunityServer(roster(tmp_path, ["op1"]), ledger, deadline_s=86400, broker=BrokerLink(
+            mosquitto.host, mosquitto.port, client_id="srv-gap", session_expiry_s=0))  # a clean session: nothing kept
+        srv.start()
+        assert srv.wait_connected(10)
+        return srv, ledger
+
+    # recent quarter-hours: a node sends again at most 40 days back (gateway.uplink.RESEND_HORIZON)
+    T1 = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+    stop = threading.Event()
+    nodes: dict[str, tuple[Store, object, threading.Thread]] = {}
+    srv, ledger = server()
+    try:
+        for m, (ean, _) in MEMBERS.items():
+            store = Store(tmp_path / f"{m}.sqlite", sinks=("uplink",))
+            sink = node_uplink(store, UplinkSettings(host=mosquitto.host, port=mosquitto.port, community="moulin",
+                                                     operation="op1", pseudonym=pseudonym(ean, SECRET), password="",
+                                                     meter_id=ean), idle_poll_s=0.1)
+            t = threading.Thread(target=sink.run, args=(stop,), daemon=True)
+            t.start()
+            nodes[m] = (store, sink, t)
+
+        def close(i: int) -> None:
+            for m, (store, sink, _) in nodes.items():
+                imp, exp = figures(m, i)
+                store.commit_quarter_hours([QuarterHour(MEMBERS[m][0], T1 + timedelta(minutes=15 * i), imp, exp,
+                                                        Quality.MEASURED)])
+                sink.notify()
+
+        for i in range(2):
+            close(i)
+        assert wait(lambda: srv.stats.allocations == 2, 20)
+        srv.stop()
+        ledger.close()
+        for i in range(2, 6):  # published and acknowledged by the broker while no server listens: dropped
+            close(i)
+        assert wait(lambda: all(s.outbox_depth("uplink") == 0 for s, _, _ in nodes.values()), 20)
+        srv, ledger = server()
+        assert wait(lambda: len(ledger.allocated_starts("op1", T1)) == 6, 30), ledger.allocated_starts("op1", T1)
+        assert srv.stats.resend_requests == 3
+        assert {m: sink.resent for m, (_, sink, _) in nodes.items()} == {m: 4 for m in MEMBERS}
+        got = {(m, s): f for s in (T1 + timedelta(minutes=15 * i) for i in range(6))
+               for m, f in ledger.figures("op1", s).items()}
+        got = {k: (f.import_wh, f.export_wh) for k, f in got.items()}
+        assert got == {(m, T1 + timedelta(minutes=15 * i)): figures(m, i) for m in MEMBERS for i in range(6)}
+    finally:
+        stop.set()
+        for store, _, t in nodes.values():
+            t.join(10)
+            store.close()
+        srv.stop()
+        ledger.close()

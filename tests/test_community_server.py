@@ -239,3 +239,19 @@ def test_a_rerun_reaches_the_central_store_as_a_new_revision_never_an_overwrite(
         assert revs == {t0: 1, t0 + 1: 2}
     finally:
         client.close()
+
+
+def test_a_member_estimated_while_online_is_asked_once_for_that_quarter_hour(server) -> None:
+    """Online yet missing at the deadline: the broker dropped its figure (a full queue), its store has
+    it. The server asks it for that one quarter-hour; an offline member is simply estimated."""
+    srv, got, clock = server
+    srv.ledger.set_status("op1", "bob", "online", clock.t)
+    for start in (T0, T0 + timedelta(minutes=15)):
+        srv.handle_batch([qh("alice", start, 300, 0, received=clock.t), qh("school", start, 0, 500, received=clock.t)])
+    clock.t += 300
+    assert srv.allocate_overdue(clock.t) == 2 and [r.estimated for r in got] == [("bob",), ("bob",)]
+    assert srv.stats.resend_requests == 2 and len(srv._asked) == 2
+    srv.ledger.set_status("op1", "bob", "offline", clock.t)
+    srv.handle_batch([qh("alice", T0 + timedelta(minutes=30), 300, 0, received=clock.t)])
+    clock.t += 300
+    assert srv.allocate_overdue(clock.t) == 1 and srv.stats.resend_requests == 2  # offline: not asked

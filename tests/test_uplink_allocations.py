@@ -176,7 +176,7 @@ def test_a_malformed_allocation_is_counted_logged_with_its_topic_and_acknowledge
         admin.publish(ALLOC, msg(T0 + Q, 25).to_bytes())  # in order after the bad ones
         assert admin.wait_for(lambda: len(node_store.allocations()) == 1)
         assert node.uplink.bad_messages == len(bad)
-        assert node.sink.health_fields() == {"connected": True, "session_present": False, "allocations_stored": 1,
+        assert node.sink.health_fields() == {"connected": True, "session_present": False, "resent": 0, "allocations_stored": 1,
                                              "bad_messages": 4}
         logged = [r for r in caplog.records if r.getMessage() == "uplink.bad_message"]
         assert len(logged) == 4 and {r.topic for r in logged} == {ALLOC}

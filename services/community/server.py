@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from gateway.model import QUARTER
 from services.community.ledger import Incoming, Ledger
 from services.community.live_totals import operation_totals
 from services.community.roster import (
@@ -32,6 +33,7 @@ from services.community.wire import (
     AllocationMsg,
     LiveMsg,
     QuarterHourMsg,
+    ResendMsg,
     WireError,
     decode,
     ingest_filters,
@@ -52,6 +54,7 @@ class ServerStats:
     duplicates: int = 0
     allocations: int = 0  # quarter-hour allocations published (re-runs included)
     reruns: int = 0
+    resend_requests: int = 0  # quarter-hours asked of a node again (gaps: see request_resends)
     estimated_runs: int = 0
     pushed_rows: int = 0
     push_error: str | None = None
@@ -102,6 +105,7 @@ class CommunityServer:
         self.seats_by_op = {op: roster.members_of(op) for op in roster.operations}
         self.last_totals: dict[str, Any] = {}
         self._q: queue.Queue[tuple[str, bytes, float, int, int]] = queue.Queue()
+        self._asked: set[tuple[str, str, datetime]] = set()  # (operation, member, start) already asked again
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._connected = threading.Event()
@@ -163,7 +167,12 @@ class CommunityServer:
             return
         client.subscribe([(f, 1) for f in self._filters])
         self._connected.set()
-        log.info("community.connected", extra={"filters": len(self._filters)})
+        resumed = bool(getattr(flags, "session_present", False))
+        log.info("community.connected", extra={"filters": len(self._filters), "session_present": resumed})
+        if not resumed:
+            # the broker kept nothing for us (first start, session expired, broker lost its store):
+            # whatever the nodes published meanwhile is gone from the broker, not from their stores
+            self.request_resends()
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         self._q.put((msg.topic, msg.payload, self.clock(), msg.mid, msg.qos))
@@ -276,9 +285,45 @@ class CommunityServer:
         done = 0
         for op in self.roster.operations:
             for start in self.ledger.pending_starts(op, now_s - self.deadline_s + 1e-6):
-                self.allocate(op, start)
+                res = self.allocate(op, start)
                 done += 1
+                self._ask_online(op, start, res.estimated)
         return done
+
+    def _ask_online(self, op: str, start: datetime, missing: tuple[str, ...]) -> None:
+        """A member estimated while it is online has the figure in its store (the broker dropped it,
+        e.g. a full queue): ask it once to send that quarter-hour again; its arrival re-runs it."""
+        if not missing:
+            return
+        presence = self.ledger.presence(op)
+        by_member = {s.member: s for s in self.seats_by_op[op]}
+        for member in missing:
+            p = presence.get(member)
+            if p and p[0] == "online" and (op, member, start) not in self._asked:
+                if len(self._asked) > 100_000:  # bounded: a forgotten request only means asking twice
+                    self._asked.clear()
+                self._asked.add((op, member, start))
+                self._resend(op, by_member[member].pseudonym, start, start + QUARTER)
+
+    def request_resends(self) -> int:
+        """Ask every member we have heard from for its quarter-hours since the last one we hold (QoS 1,
+        so a node offline now gets it on its return); duplicates are collapsed on arrival."""
+        sent = 0
+        for op, seats in self.seats_by_op.items():
+            presence = self.ledger.presence(op)
+            for seat in seats:
+                p = presence.get(seat.member)
+                if p and p[2]:
+                    self._resend(op, seat.pseudonym, datetime.fromtimestamp(p[2], timezone.utc) + QUARTER, None)
+                    sent += 1
+        if sent:
+            log.info("community.resend_requested", extra={"members": sent})
+        return sent
+
+    def _resend(self, op: str, pseudonym: str, since: datetime, until: datetime | None) -> None:
+        msg = ResendMsg(operation=op, since=since, until=until)
+        self.client.publish(meter_topic(self.roster.community, op, pseudonym, "resend"), msg.to_bytes(), qos=1)
+        self.stats.resend_requests += 1
 
     # -- ticker: deadlines and live totals ---------------------------------------------------------
 

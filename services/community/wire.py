@@ -58,7 +58,8 @@ def pseudonym(meter_id: str, secret: str | bytes) -> str:
 # -- topics --------------------------------------------------------------------------------------
 
 
-def meter_topic(community: str, operation: str, meter: str, kind: Literal["qh", "live", "status", "alloc"]) -> str:
+def meter_topic(community: str, operation: str, meter: str,
+                kind: Literal["qh", "live", "status", "alloc", "resend"]) -> str:
     return (f"{operation_topic(community, operation, 'meter')}/{check_segment(meter, 'meter')}/{kind}")
 
 
@@ -84,7 +85,7 @@ def parse_meter_topic(topic: str) -> tuple[str, str, str, str]:
     """``(community, operation, meter, kind)`` of a node's topic; WireError for anything else."""
     parts = topic.split("/")
     if (len(parts) != 7 or parts[0] != "quartier" or parts[2] != "op" or parts[4] != "meter"
-            or parts[6] not in ("qh", "live", "status", "alloc")):
+            or parts[6] not in ("qh", "live", "status", "alloc", "resend")):
         raise WireError(f"not a meter topic: {topic!r}")
     return parts[1], parts[3], parts[5], parts[6]
 
@@ -170,6 +171,17 @@ class AllocationMsg(_Msg):
     consumption_wh: int
     missing: int = 0  # members whose quarter-hour was estimated (deadline passed without it)
     provisional: bool = True
+
+
+class ResendMsg(_Msg):
+    """Server -> one node: publish your closed quarter-hours from ``since`` again (at-least-once; the
+    server collapses what it already has). Sent when the server finds a gap it cannot otherwise fill:
+    after it was away longer than the broker queued for it, or when a member that is online misses
+    a quarter-hour at its deadline."""
+
+    operation: str
+    since: datetime
+    until: datetime | None = None  # None: up to now
 
 
 def decode(model: type[_Msg], payload: bytes) -> _Msg:
