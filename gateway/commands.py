@@ -104,10 +104,10 @@ def cmd_demo(args) -> int:
     from gateway.daemon import Daemon
 
     if args.port is None:  # the first command of the README must work whatever else runs on 8080
-        args.port = DEMO_PORT if _port_free("127.0.0.1", DEMO_PORT) else _free_port("127.0.0.1")
+        args.port = DEMO_PORT if port_free("127.0.0.1", DEMO_PORT) else free_port("127.0.0.1")
     elif not 1 <= args.port <= 65535:
         raise CommandError(f"--port {args.port}: not a TCP port (1-65535)")
-    elif not _port_free("127.0.0.1", args.port):
+    elif not port_free("127.0.0.1", args.port):
         raise CommandError(f"--port {args.port}: cannot serve on 127.0.0.1:{args.port} (in use); choose another with --port")
     if not 0 <= args.pv_kwp <= 100:
         raise CommandError(f"--pv-kwp {args.pv_kwp:g}: between 0 and 100 kWp")
@@ -147,7 +147,8 @@ def cmd_demo(args) -> int:
 DEMO_PORT = 8080
 
 
-def _port_free(host: str, port: int) -> bool:
+def port_free(host: str, port: int) -> bool:
+    """Whether a server could listen on host:port now (the demos pick their ports with it)."""
     import socket
 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -159,7 +160,8 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-def _free_port(host: str) -> int:
+def free_port(host: str) -> int:
+    """A port the kernel has free on ``host`` right now."""
     import socket
 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

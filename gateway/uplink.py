@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.model import QuarterHour
 from gateway.sinks import OutboxSink, SinkUnavailable
+from services.community.session import connect_async
 from services.community.wire import (
     AllocationMsg,
     LiveMsg,
@@ -159,15 +160,7 @@ class Uplink:
             return
         self._started = True
         s = self.settings
-        if s.session_expiry_s > 0:
-            from paho.mqtt.packettypes import PacketTypes
-            from paho.mqtt.properties import Properties
-
-            props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = s.session_expiry_s
-            self.client.connect_async(s.host, s.port, keepalive=s.keepalive_s, clean_start=False, properties=props)
-        else:
-            self.client.connect_async(s.host, s.port, keepalive=s.keepalive_s, clean_start=True)
+        connect_async(self.client, s.host, s.port, keepalive=s.keepalive_s, session_expiry_s=s.session_expiry_s)
         self.client.loop_start()
 
     def stop(self) -> None:

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from gateway.commands import free_port, port_free
+
 COMMUNITY = "quartier-demo"
 OPERATION = "rue-du-moulin"
 MOSQUITTO_FALLBACK = "/usr/sbin/mosquitto"  # Debian installs it outside a user's PATH
@@ -76,22 +78,6 @@ def run(args: argparse.Namespace) -> int:
     except DemoError as exc:
         print(f"quartier community demo: {exc}", file=sys.stderr)
         return 2
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Demo:
@@ -153,7 +139,7 @@ class Demo:
             passwords = broker.add_gateways(bdir, COMMUNITY, {p: OPERATION for p in pseudonyms.values()})
         except broker.BrokerSetupError as exc:
             raise DemoError(str(exc)) from None
-        self.broker_port = _free_port()
+        self.broker_port = free_port("127.0.0.1")
         data = bdir.root / "data"
         data.mkdir(exist_ok=True)
         bdir.conf.write_text(broker.conf_text(bdir, port=self.broker_port, bind="127.0.0.1", persistence_dir=data,
@@ -161,7 +147,7 @@ class Demo:
         self.mosquitto = mosquitto
         self.ca_cert = bdir.ca_cert
 
-        self.operator_port = self.args.operator_port if _port_free(self.args.operator_port) else _free_port()
+        self.operator_port = self.args.operator_port if port_free("127.0.0.1", self.args.operator_port) else free_port("127.0.0.1")
         qh_s = 900 / self.args.speed
         (self.dir / "server.toml").write_text(
             "# written by `quartier community demo`: the community server\n"
@@ -182,8 +168,8 @@ class Demo:
             join = write_gateway_files(self.dir / m.id / "join", GatewayFiles(
                 member=m.id, community=COMMUNITY, operation=OPERATION, pseudonym=pseudonyms[m.id], meter=m.ean,
                 host="127.0.0.1", port=self.broker_port, password=passwords[pseudonyms[m.id]]), bdir.ca_cert)
-            while not _port_free(port) or port == self.operator_port:
-                port = port + 1 if port < 65535 else _free_port()
+            while not port_free("127.0.0.1", port) or port == self.operator_port:
+                port = port + 1 if port < 65535 else free_port("127.0.0.1")
             self.nodes.append((m, join, port))
             port += 1
         start = datetime.fromisoformat(self.args.start) if self.args.start else \

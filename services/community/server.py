@@ -29,6 +29,7 @@ from services.community.roster import (
     allocate_operation,
     fill_missing,
 )
+from services.community.session import connect_async
 from services.community.wire import (
     AllocationMsg,
     LiveMsg,
@@ -132,15 +133,7 @@ class CommunityServer:
 
     def start(self) -> None:
         b = self.broker
-        if b.session_expiry_s > 0:  # every connect resumes the session, the first one after a restart too
-            from paho.mqtt.packettypes import PacketTypes
-            from paho.mqtt.properties import Properties
-
-            props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = b.session_expiry_s
-            self.client.connect_async(b.host, b.port, keepalive=30, clean_start=False, properties=props)
-        else:
-            self.client.connect_async(b.host, b.port, keepalive=30, clean_start=True)
+        connect_async(self.client, b.host, b.port, keepalive=30, session_expiry_s=b.session_expiry_s)
         self.client.loop_start()
         for name, target in (("worker", self._work), ("ticker", self._tick), ("pusher", self._push_loop)):
             if name == "pusher" and not self._influx_cfg:
