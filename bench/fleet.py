@@ -82,7 +82,7 @@ def raw_proc(index: list[int], host: str, port: int, live_interval: float, cmd: 
     import paho.mqtt.client as mqtt
     from fleet_nodes import Monitor
 
-    from services.community.wire import LiveMsg, QuarterHourMsg, meter_topic, pseudonym
+    from gateway.wire import LiveMsg, QuarterHourMsg, meter_topic, pseudonym
 
     raise_fd_limit()
     base = proc_status()
@@ -470,7 +470,7 @@ def main() -> int:
         time.sleep(0.3)
 
         # -- loss, end to end ------------------------------------------------------------------------
-        from services.community.wire import pseudonym
+        from gateway.wire import pseudonym
 
         committed = sum(d["committed"] for d in done)
         expected_keys = {(pseudonym(ean_of(i), SECRET), start_key(k)) for i in range(args.gateways) for k in closed_qs}

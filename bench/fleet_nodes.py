@@ -124,7 +124,7 @@ class Fleet:
         from gateway.pipeline import Pipeline
         from gateway.store import Store
         from gateway.uplink import Uplink, UplinkSettings, UplinkSink, live_source_for
-        from services.community.wire import pseudonym
+        from gateway.wire import pseudonym
 
         self.lock = threading.Lock()
         self.alloc_last: dict[str, float] = {}

@@ -58,7 +58,7 @@ def main() -> int:
 
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("quartier").setLevel(logging.ERROR)  # each stop logs uplink.disconnected
-    from services.community.wire import AllocationMsg, pseudonym
+    from gateway.wire import AllocationMsg, pseudonym
     from tests.servers import Mosquitto
 
     work = Path(tempfile.mkdtemp(prefix="quartier-fleet-profile-"))

@@ -116,8 +116,8 @@ def main() -> None:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from gateway.pty_meter import PtyMeter
-    from gateway.simulator import MeterSimulator
+    from demo.pty_meter import PtyMeter
+    from demo.meter import MeterSimulator
     from tests.servers import Mosquitto
 
     tmp = Path(tempfile.mkdtemp(prefix="qlat-"))

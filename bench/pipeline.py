@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def make_capture(path: Path, n: int) -> int:
-    from gateway.simulator import MeterSimulator
+    from demo.meter import MeterSimulator
 
     start = datetime(2026, 6, 21, 4, 0, tzinfo=timezone.utc)
     sim = MeterSimulator(start=start, seed=7)
@@ -69,8 +69,8 @@ def bench_daemon_rss(tmp: Path, seconds: float) -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     from servers import VictoriaMetrics  # the same real server the tests start
 
-    from gateway.pty_meter import PtyMeter
-    from gateway.simulator import MeterSimulator
+    from demo.pty_meter import PtyMeter
+    from demo.meter import MeterSimulator
 
     vm = VictoriaMetrics(tmp / "vm")
     vm.start()

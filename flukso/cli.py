@@ -58,7 +58,7 @@ def _broker(value: str, cmd: str) -> tuple[str, int]:
 def _emulate(args: argparse.Namespace) -> int:
     import re
 
-    from flukso.emulator import FluksoEmulator
+    from demo.flukso_emulator import FluksoEmulator
 
     host, port = _broker(args.broker, "emulate")
     if not re.fullmatch(r"[0-9a-f]{32}", args.device):

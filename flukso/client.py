@@ -82,7 +82,6 @@ class FluksoClient:
     """Readings from one Fluksometer's broker. ``run(stop)`` blocks until ``stop`` is set or
     :meth:`close` is called; ``on_reading`` is called in that thread for every Reading."""
 
-    source_type = "flukso"  # how the daemon's reader loop recognises this reader
 
     def __init__(
         self,
@@ -372,7 +371,7 @@ def client_for_source(src, *, on_reading: Callable[[Reading], object],
                       clock_synced: Callable[[], bool | None] | None = None,
                       on_rejected: Callable[[str], object] | None = None,
                       on_power: Callable[[LivePower], object] | None = None) -> FluksoClient:
-    """A client for a ``gateway.config.FluksoSource``."""
+    """A client for a ``flukso.source.FluksoSettings`` table."""
     from flukso.sensors import Role
 
     return FluksoClient(

@@ -15,7 +15,10 @@ import sys
 from gateway.logs import setup_logging
 
 # modules that contribute subcommands, in help order
-COMMAND_MODULES = ("gateway.commands", "gateway.doctor", "p1.cli", "flukso.cli", "services.cli", "services.light", "services.sheet")
+COMMAND_MODULES = (
+    "gateway.commands", "demo.cli", "gateway.doctor", "p1.cli", "flukso.cli",
+    "services.cli", "services.node.light", "services.node.sheet",
+)
 
 log = logging.getLogger("quartier.cli")
 

@@ -15,7 +15,7 @@ import re
 import stat
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -32,79 +32,18 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class P1Source(_Section):
-    """A meter read on its P1 port (DSMR 2.2-5, e-MUCS H) through a serial cable."""
+def _sources_type() -> Any:
+    """``[[sources]]`` items: a union of every installed kind's table, told apart by ``type``
+    (gateway/sources.py). Built once, when this module is imported."""
+    from gateway.sources import source_kinds
 
-    type: Literal["p1"] = "p1"
-    port: str = "/dev/p1"
-    baudrate: Literal["auto", 115200, 9600] = "auto"
-    # override the id the meter announces (0-0:96.1.1); pseudonymous ids on the wire come later
-    meter_id: str | None = None
-
-
-class SimulatedSource(_Section):
-    """A simulated e-MUCS meter on a pseudo-terminal: the demo, and tests without hardware."""
-
-    type: Literal["simulated"] = "simulated"
-    speed: float = Field(default=60.0, gt=0, le=3600)
-    seed: int = 0
-    pv_kwp: float = Field(default=4.0, ge=0, le=100)
-    start: str | None = None  # ISO 8601; default: today 10:00 local (the sun is up)
+    models = tuple(k.settings for k in source_kinds().values())
+    if not models:  # an installation without its entry points (not `pip install`ed)
+        raise ImportError("no source kinds installed (entry points 'quartier.sources'): run `pip install -e .`")
+    return Annotated[Union[models], Field(discriminator="type")]  # noqa: UP007 - a runtime tuple
 
 
-class FluksoSensor(_Section):
-    """One Fluksometer sensor: what it measures for which meter (roles: see flukso/sensors.py)."""
-
-    id: str  # the sensor id, 32 hex digits
-    role: Literal["grid_import", "grid_export", "grid_net", "production", "consumption"]
-    meter_id: str | None = None  # default: the source's meter_id; a PV or circuit meter gets its own
-
-    @field_validator("id")
-    @classmethod
-    def _id(cls, v: str) -> str:
-        if not re.fullmatch(r"[0-9a-fA-F]{32}", v.strip()):
-            raise ValueError("must be a Fluksometer sensor id (32 hexadecimal digits)")
-        return v.strip().lower()
-
-
-class FluksoSource(_Section):
-    """A Fluksometer (FLM02 or FLM03) read from its own MQTT broker. The password, if the broker
-    wants one, goes in the secrets file: ``[flukso."<meter_id>"] password = "..."``."""
-
-    type: Literal["flukso"] = "flukso"
-    host: str  # the Fluksometer's address on the LAN
-    port: int = Field(default=1883, ge=1, le=65535)
-    client_id: str | None = None  # fixed across restarts (persistent session); default quartier-<hostname>-<meter_id>
-    device: str | None = None  # the Fluksometer's device id: its sensor config is checked against sensors
-    meter_id: str  # the meter the grid roles feed (a Fluksometer announces no meter id)
-    sensors: list[FluksoSensor] = Field(min_length=1)
-    username: str | None = None
-    password: SecretStr | None = None  # secrets file only
-    clock: Literal["pi", "sensor"] = "pi"  # "sensor": trust the Fluksometer's timestamps (emulator, demo)
-    stale_after_s: float = Field(default=120, gt=0)  # older samples are not live (retained leftovers)
-    future_tolerance_s: float = Field(default=10, ge=0)
-    keepalive_s: int = Field(default=30, ge=5, le=3600)
-    backoff_max_s: float = Field(default=30, gt=0)
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"[0-9a-fA-F]{32}", v):
-            raise ValueError("must be a Fluksometer device id (32 hexadecimal digits)")
-        return v.lower() if v else v
-
-    @model_validator(mode="after")
-    def _roles(self) -> FluksoSource:
-        from flukso.sensors import Assignment, Role, RoleError, plan_meters
-
-        try:
-            plan_meters(Assignment(s.id, Role(s.role), s.meter_id or self.meter_id) for s in self.sensors)
-        except RoleError as exc:
-            raise ValueError(f"sensors: {exc}") from None
-        return self
-
-
-Source = Annotated[P1Source | SimulatedSource | FluksoSource, Field(discriminator="type")]
+Source = _sources_type()
 
 
 class StoreConfig(_Section):
@@ -248,7 +187,7 @@ class Config(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="QUARTIER_", env_nested_delimiter="__", extra="forbid")
 
-    sources: list[Source] = Field(default_factory=lambda: [P1Source()], min_length=1)
+    sources: list[Source] = Field(default_factory=lambda: [{"type": "p1"}], min_length=1, validate_default=True)
     store: StoreConfig = StoreConfig()
     influx: InfluxConfig = InfluxConfig()
     daemon: DaemonConfig = DaemonConfig()
@@ -313,7 +252,7 @@ def format_validation_error(exc: ValidationError, data: dict[str, Any]) -> str:
     """``influx.url = 'ftp://x': must start with http:// or https://`` — one line per problem."""
     lines = []
     for err in exc.errors():
-        loc = [str(p) for p in err["loc"] if not (isinstance(p, str) and p in ("p1", "simulated", "flukso"))]
+        loc = [str(p) for p in err["loc"] if not (isinstance(p, str) and p in _source_kinds())]  # union tags
         key = ".".join(loc) or "(file)"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
@@ -329,39 +268,51 @@ def format_validation_error(exc: ValidationError, data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _refuse_flukso_secrets(data: dict[str, Any]) -> None:
-    """A Fluksometer broker password lives in the secrets file, keyed by the source's meter_id."""
-    if "flukso" in data:
-        raise ConfigError(
-            "flukso: Fluksometer credentials do not belong in the config file; move the section to the "
-            "secrets file (daemon.secrets_file, mode 0600)"
-        )
+def _refuse_source_secrets(data: dict[str, Any]) -> None:
+    """A source's credentials (a Fluksometer's broker password) live in the secrets file, keyed by the
+    source's type and meter_id: ``[flukso."home"] password = ...``."""
+    kinds = _source_kinds()
+    for name, kind in kinds.items():
+        if kind.settings.credential_keys and name in data:
+            raise ConfigError(
+                f"{name}: credentials do not belong in the config file; move the section to the "
+                "secrets file (daemon.secrets_file, mode 0600)"
+            )
     sources = data.get("sources")
     for i, src in enumerate(sources if isinstance(sources, list) else []):
-        if isinstance(src, dict) and src.get("type") == "flukso" and "password" in src:
+        kind = kinds.get(src.get("type")) if isinstance(src, dict) else None
+        for key in sorted(set(src) & kind.settings.secret_keys) if kind else ():
             raise ConfigError(
-                f"sources.{i}.password: secrets do not belong in the config file; put it in the secrets file "
-                f"(daemon.secrets_file, mode 0600) as [flukso.\"{src.get('meter_id', '<meter_id>')}\"] password = \"...\""
+                f"sources.{i}.{key}: secrets do not belong in the config file; put it in the secrets file "
+                f"(daemon.secrets_file, mode 0600) as [{src['type']}.\"{src.get('meter_id', '<meter_id>')}\"] {key} = \"...\""
             )
 
 
-def _apply_flukso_secrets(data: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
-    """``[flukso."<meter_id>"] password = ...`` (and username) from the secrets file onto that source."""
-    flukso = secrets.get("flukso")
-    if flukso is None:
-        return secrets
-    if not isinstance(flukso, dict):
-        raise ConfigError('secrets file: flukso: expected sections [flukso."<meter_id>"] with password = "..."')
+def _apply_source_secrets(data: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
+    """``[<type>."<meter_id>"] password = ...`` (and username) from the secrets file onto that source."""
     sources = data.get("sources") if isinstance(data.get("sources"), list) else []
-    for meter_id, creds in flukso.items():
-        targets = [s for s in sources if isinstance(s, dict) and s.get("type") == "flukso" and s.get("meter_id") == meter_id]
-        if not targets:
-            raise ConfigError(f"secrets file: flukso.{meter_id}: no flukso source has meter_id {meter_id!r}")
-        if not isinstance(creds, dict) or set(creds) - {"username", "password"}:
-            raise ConfigError(f"secrets file: flukso.{meter_id}: only username and password belong here")
-        for src in targets:
-            src.update(creds)
-    return {k: v for k, v in secrets.items() if k != "flukso"}
+    for name, kind in _source_kinds().items():
+        section = secrets.get(name)
+        if section is None or not kind.settings.credential_keys:
+            continue
+        if not isinstance(section, dict):
+            raise ConfigError(f'secrets file: {name}: expected sections [{name}."<meter_id>"] with password = "..."')
+        for meter_id, creds in section.items():
+            targets = [s for s in sources if isinstance(s, dict) and s.get("type") == name and s.get("meter_id") == meter_id]
+            if not targets:
+                raise ConfigError(f"secrets file: {name}.{meter_id}: no {name} source has meter_id {meter_id!r}")
+            if not isinstance(creds, dict) or set(creds) - kind.settings.credential_keys:
+                raise ConfigError(f"secrets file: {name}.{meter_id}: only {' and '.join(sorted(kind.settings.credential_keys))} belong here")
+            for src in targets:
+                src.update(creds)
+        secrets = {k: v for k, v in secrets.items() if k != name}
+    return secrets
+
+
+def _source_kinds() -> dict:
+    from gateway.sources import source_kinds
+
+    return source_kinds()
 
 
 def load_config(path: str | Path | None) -> Config:
@@ -375,7 +326,7 @@ def load_config(path: str | Path | None) -> Config:
                 f"{section}.{key}: secrets do not belong in the config file; move it to the secrets file "
                 f"(daemon.secrets_file, mode 0600) or the environment (QUARTIER_{section.upper()}__{key.upper()})"
             )
-    _refuse_flukso_secrets(data)
+    _refuse_source_secrets(data)
     daemon = data.get("daemon")
     secrets_path = daemon.get("secrets_file") if isinstance(daemon, dict) else None
     secrets_path = os.environ.get("QUARTIER_DAEMON__SECRETS_FILE", secrets_path)
@@ -383,7 +334,7 @@ def load_config(path: str | Path | None) -> Config:
         sp = Path(secrets_path)
         secrets = read_toml(sp, "secrets file")
         check_secret_mode(sp)
-        secrets = _apply_flukso_secrets(data, secrets)
+        secrets = _apply_source_secrets(data, secrets)
         data = merge_tables(data, secrets)
     try:
         return Config(**data)

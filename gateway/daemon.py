@@ -1,7 +1,8 @@
 """``quartier run``: the long-running gateway process.
 
 Threads, each unable to stop the others:
-- one reader per source (pyserial → p1 → pipeline), reconnecting forever;
+- one reader per source (P1 on pyserial, a Fluksometer, the demo meter: gateway/sources.py),
+  reconnecting forever;
 - one per sink (InfluxDB), reading the outbox;
 - the main thread: health file, systemd watchdog, retention, disk alarm.
 
@@ -22,8 +23,9 @@ from pathlib import Path
 
 from gateway import systemd
 from gateway.clock import clock_synchronised
-from gateway.config import Config, P1Source, SimulatedSource
+from gateway.config import Config
 from gateway.pipeline import Pipeline, utc_iso
+from gateway.sources import Source
 
 log = logging.getLogger("quartier.gateway.daemon")
 
@@ -32,9 +34,8 @@ log = logging.getLogger("quartier.gateway.daemon")
 class _SourceRunner:
     name: str
     pipeline: Pipeline
-    reader: object | None = None  # p1.serial_reader.SerialReader
+    reader: Source
     thread: threading.Thread | None = None
-    meter: object | None = None  # PtyMeter for a simulated source
 
 
 @dataclass
@@ -106,64 +107,20 @@ class Daemon:
 
     def _make_runner(self, index: int, src) -> _SourceRunner:
         from gateway.live import LivePipeline
+        from gateway.sources import SourceContext, source_kinds
 
         pipeline = LivePipeline(
             self.store,
             publisher=self.live,
             max_gap=timedelta(seconds=self.config.daemon.max_interpolation_gap_s),
-            meter_id=getattr(src, "meter_id", None),
+            meter_id=src.meter_id,
             on_commit=self._notify_sinks,
             clock_synced=lambda: self._clock_synced is not False,
         )
-        runner = _SourceRunner(name=f"{src.type}{index}", pipeline=pipeline)
-        from gateway.config import FluksoSource
-
-        if isinstance(src, FluksoSource):
-            # readings, not telegrams: the client's paho network loop runs in this source's reader thread
-            from flukso.client import client_for_source
-            from gateway.pipeline import MeterHealth
-
-            def rejected(meter_id: str) -> None:  # bad Flukso input counts against its meter in health
-                pipeline.health.setdefault(meter_id, MeterHealth()).rejected += 1
-
-            runner.reader = client_for_source(
-                src,
-                on_reading=pipeline.feed_reading,
-                baseline=self.store.last_boundary,
-                clock_synced=lambda: self._clock_synced,
-                on_rejected=rejected,
-                on_power=lambda p: pipeline.publish_power(p.meter_id, p.import_w, p.export_w),
-            )
-            log.info("flukso.source", extra={"broker": runner.reader.port, "meters": len({s.meter_id or src.meter_id for s in src.sensors}),
-                                             "sensors": len(src.sensors), "clock": src.clock})
-            return runner
-        if isinstance(src, SimulatedSource):
-            from gateway.pty_meter import PtyMeter
-            from gateway.simulator import MeterSimulator
-
-            start = datetime.fromisoformat(src.start) if src.start else _demo_start(self.config.daemon.timezone)
-            sim = MeterSimulator(start=start, seed=src.seed, pv_kwp=src.pv_kwp)
-            last = self.store.last_boundary(sim.meter_id)
-            if last is not None and last.end > start:
-                # the store is ahead (a demo run again in the same directory): go on from its last
-                # boundary rather than replay readings the aggregator must refuse as out of order; the
-                # simulator is a function of seed and time, so the registers carry on seamlessly
-                log.info("simulated_meter.resumed", extra={"meter": sim.meter_id, "start": start.isoformat(),
-                                                           "resumed_at": last.end.isoformat()})
-                start = last.end
-                sim = MeterSimulator(start=start, seed=src.seed, pv_kwp=src.pv_kwp)
-            runner.meter = PtyMeter(sim, speed=src.speed)
-            runner.meter.start()
-            port, baud = runner.meter.path, 115200
-            log.info("simulated_meter.started", extra={"port": port, "speed": src.speed, "start": start.isoformat()})
-        elif isinstance(src, P1Source):
-            port, baud = src.port, (None if src.baudrate == "auto" else int(src.baudrate))
-        else:  # pragma: no cover - config validation makes this unreachable
-            raise ValueError(f"unsupported source type {src.type!r}")
-        from p1.serial_reader import SerialReader
-
-        runner.reader = SerialReader(port, baudrate=baud)
-        return runner
+        ctx = SourceContext(sink=pipeline, baseline=self.store.last_boundary,
+                            clock_synced=lambda: self._clock_synced, timezone=self.config.daemon.timezone)
+        reader = source_kinds()[src.type].open(src, ctx)
+        return _SourceRunner(name=f"{src.type}{index}", pipeline=pipeline, reader=reader)
 
     def start(self) -> None:
         try:  # the live feed is a convenience: metering goes on without it
@@ -180,23 +137,16 @@ class Daemon:
             self.sink_threads.append(t)
 
     def _read_loop(self, runner: _SourceRunner) -> None:
-        """Reader thread: never dies on a bad telegram; the serial reader itself reconnects."""
+        """Reader thread: never dies on a bad telegram; a source that returns (its link dropped) is
+        run again after a pause, and reconnects with its own backoff."""
         while not self.stop_event.is_set():
             try:
-                if getattr(runner.reader, "source_type", None) == "flukso":
-                    runner.reader.run(self.stop_event)  # returns on stop; reconnects with backoff itself
-                    self.stop_event.wait(1.0)
-                    continue
-                for telegram in runner.reader:
-                    runner.pipeline.feed_telegram(telegram)
-                    if self.stop_event.is_set():
-                        break
-                else:
-                    if not self.stop_event.is_set():
-                        time.sleep(1.0)
+                runner.reader.run(self.stop_event)
             except Exception:
                 log.exception("reader.crashed", extra={"source": runner.name})
                 self.stop_event.wait(2.0)
+            else:
+                self.stop_event.wait(1.0)
 
     def run(self) -> int:
         """Run until SIGTERM/SIGINT. Returns the exit status."""
@@ -250,10 +200,7 @@ class Daemon:
         systemd.notify("STOPPING=1")
         self.stop_event.set()
         for runner in self.runners:
-            if runner.reader is not None:
-                runner.reader.close()
-            if runner.meter is not None:
-                runner.meter.stop()
+            runner.reader.close()
         for runner in self.runners:
             if runner.thread is not None:
                 runner.thread.join(timeout=5)
@@ -359,13 +306,6 @@ def _status_line(health: dict) -> str:
     parts = [f"{mid}: {m['telegrams']} telegrams" for mid, m in health["meters"].items()]
     parts.append(f"outbox {health['outbox_depth']}")
     return "; ".join(parts)
-
-
-def _demo_start(tz: str) -> datetime:
-    from zoneinfo import ZoneInfo
-
-    now = datetime.now(ZoneInfo(tz))
-    return now.replace(hour=10, minute=0, second=0, microsecond=0)
 
 
 def read_health(runtime_dir: Path) -> dict | None:

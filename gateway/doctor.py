@@ -564,14 +564,7 @@ class Setup:
 def load_setup(config_path: Path | None, demo_dir: Path | None) -> Setup:
     """From a configuration file, or from a demo's directory: the configuration ``quartier demo``
     writes there (``quartier.toml``), or, for a demo without one, the demo's built-in settings."""
-    from gateway.config import (
-        Config,
-        ConfigError,
-        DaemonConfig,
-        SimulatedSource,
-        StoreConfig,
-        load_config,
-    )
+    from gateway.config import Config, ConfigError, DaemonConfig, StoreConfig, load_config
 
     if demo_dir is not None:
         d = demo_dir.resolve()
@@ -581,7 +574,7 @@ def load_setup(config_path: Path | None, demo_dir: Path | None) -> Setup:
                 return Setup(written, load_config(written), None, d, demo=True)
             except ConfigError as exc:
                 return Setup(written, None, str(exc), None, demo=True)
-        cfg = Config(sources=[SimulatedSource()], store=StoreConfig(path=d / "quartier.sqlite"),
+        cfg = Config(sources=[{"type": "simulated"}], store=StoreConfig(path=d / "quartier.sqlite"),
                      daemon=DaemonConfig(runtime_dir=d, health_interval_s=2))
         return Setup(None, cfg, None, d, demo=True)
     path = config_path or DEFAULT_CONFIG

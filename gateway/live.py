@@ -311,14 +311,14 @@ OPERATION_KEY = "operation"  # the latest totals are kept under this key for lat
 
 def operation_message(totals, received: float | None = None) -> dict:
     """``operation``: the sharing operation's live totals and signal as the community server sent
-    them (a :class:`services.community.wire.TotalsMsg`), and when this gateway received them."""
+    them (a :class:`gateway.wire.TotalsMsg`), and when this gateway received them."""
     return {"type": "operation", "received": round(time.time() if received is None else received, 3),
             "totals": totals.model_dump(mode="json")}
 
 
 def allocation_message(alloc) -> dict:
     """``allocation``: the community server allocated one of this member's quarter-hours (an
-    :class:`services.community.wire.AllocationMsg`), committed to the store before it is sent."""
+    :class:`gateway.wire.AllocationMsg`), committed to the store before it is sent."""
     return {"type": "allocation", "operation": alloc.operation, "start": utc_iso(alloc.start),
             "received_wh": alloc.received_wh, "injection_shared_wh": alloc.injection_shared_wh}
 

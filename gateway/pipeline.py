@@ -102,6 +102,11 @@ class Pipeline:
                 return self._commit_locked()
             return []
 
+    def count_rejected(self, meter_id: str) -> None:
+        """A source's input for this meter that could not be used (a Flukso payload, say)."""
+        with self._lock:
+            self.health.setdefault(meter_id, MeterHealth()).rejected += 1
+
     def feed_readings(self, readings: Iterable[Reading]) -> None:
         for r in readings:
             self.feed_reading(r)

@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.model import QuarterHour
 from gateway.sinks import OutboxSink, SinkUnavailable
-from services.community.session import connect_async
-from services.community.wire import (
+from gateway.wire import connect_async
+from gateway.wire import (
     AllocationMsg,
     LiveMsg,
     QuarterHourMsg,

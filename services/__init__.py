@@ -1,6 +1,11 @@
-"""Community-side services: the allocation engine and the tools around it.
+"""The services above the metering core, one folder per place they run.
 
-``services.allocation`` is the pure engine (numpy, no I/O); ``services.simulate`` compares keys over
-a year of data; ``services.cli`` registers the ``quartier allocate`` and ``quartier simulate``
-commands. The web service lives here too and runs the same engine on live quarter-hours.
+- ``node/`` runs on each member's Pi beside the daemon: web page and API, MQTT feed, light, sheet.
+- ``community/`` runs on the community's server: fleet ingest, allocation per operation, operator
+  API, reconciliation with the grid operator's file, and the key simulator operators run anywhere.
+- ``allocation/`` and ``signal.py`` are pure and shared by both sides (no I/O, no MQTT, no HTTP).
+
+Dependencies point down: ``services`` → ``gateway`` → ``gateway.model``; ``node`` and ``community``
+never import each other. ``cli`` registers ``quartier allocate``, ``simulate``, ``web`` and
+``community``.
 """

@@ -113,7 +113,7 @@ def _simulate(args: argparse.Namespace) -> int:
     from services.allocation import AllocationInputError, load_community, parse_key_spec
 
     if args.generate_example:
-        from services.examples.make_year import write_example
+        from demo.example_year import write_example
 
         try:
             toml_path, csv_path = write_example(args.generate_example, seed=args.seed)
@@ -126,7 +126,7 @@ def _simulate(args: argparse.Namespace) -> int:
     if not args.operation or not args.data:
         return _fail("simulate", "--operation FILE and --data FILE.csv are required (or --generate-example DIR)")
 
-    from services import simulate as sim
+    from services.community import simulate as sim
 
     if args.chart and not sim.charts_available():
         return _fail("simulate", sim.CHART_HINT)
@@ -213,7 +213,7 @@ def _web(args: argparse.Namespace) -> int:
             s.bind((host, port))
     except OSError as exc:
         return _fail("web", f"cannot serve on {host}:{port}: {exc.strerror or exc} (web.host, web.port or --host/--port)")
-    from services.web.server import serve
+    from services.node.web.server import serve
 
     # with a community uplink, the operation's live totals arrive through the daemon's live socket and
     # this member's allocations through the store: the web service needs no connection of its own

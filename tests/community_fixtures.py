@@ -10,7 +10,7 @@ from services.allocation.model import load_community
 from services.community.ledger import Ledger
 from services.community.roster import Roster
 from services.community.server import BrokerLink, CommunityServer
-from services.community.wire import QuarterHourMsg, meter_topic, pseudonym
+from gateway.wire import QuarterHourMsg, meter_topic, pseudonym
 
 SECRET = "test-community-secret"
 COMMUNITY_TOML = """

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from gateway.pty_meter import PtyMeter
-from gateway.simulator import MeterSimulator
+from demo.pty_meter import PtyMeter
+from demo.meter import MeterSimulator
 
 
 @dataclass

@@ -217,7 +217,7 @@ def test_real_command_refuses_with_status_2_and_one_line(request_: object, field
 
 def test_engine_and_simulation_import_no_network_or_chart_code() -> None:
     code = (
-        "import sys, services.allocation, services.simulate, services.cli;"
+        "import sys, services.allocation, services.community.simulate, services.cli;"
         "bad = [m for m in sys.modules if m.split('.')[0] in"
         " ('asyncio', 'paho', 'fastapi', 'starlette', 'uvicorn', 'httpx', 'influxdb_client', 'matplotlib')];"
         "print(','.join(bad))"

@@ -10,7 +10,7 @@ import pytest
 from services.allocation import AllocationInputError, Settings, load_community, parse_community
 
 FIXTURES = Path(__file__).parent / "fixtures" / "allocation"
-EXAMPLE = Path(__file__).resolve().parents[1] / "services" / "examples" / "operation.toml"
+EXAMPLE = Path(__file__).resolve().parents[1] / "demo" / "operation.toml"
 BASE = (FIXTURES / "community.toml").read_text()
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from services.community import broker
-from services.community.wire import meter_topic, operation_topic
+from gateway.wire import meter_topic, operation_topic
 from tests.community_harness import Client, SecureMosquitto, make_broker
 
 C = "moulin"

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from gateway.config import load_config
 from gateway.uplink import Uplink, settings_from_config
 from services.community.api import create_app
-from services.community.wire import QuarterHourMsg, meter_topic, pseudonym
+from gateway.wire import QuarterHourMsg, meter_topic, pseudonym
 from tests.community_fixtures import SECRET, seeded, write_community
 from tests.community_harness import Client, SecureMosquitto
 

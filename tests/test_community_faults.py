@@ -16,7 +16,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from services.community.wire import QuarterHourMsg, meter_topic, pseudonym
+from gateway.wire import QuarterHourMsg, meter_topic, pseudonym
 from tests.community_fixtures import SECRET, wait, write_community
 from tests.community_harness import Client
 

@@ -12,7 +12,7 @@ from gateway.store import Store
 from gateway.uplink import Uplink, UplinkSettings, UplinkSink
 from services.community.ledger import Ledger
 from services.community.server import BrokerLink, CommunityServer
-from services.community.wire import AllocationMsg, LiveMsg, TotalsMsg, pseudonym
+from gateway.wire import AllocationMsg, LiveMsg, TotalsMsg, pseudonym
 from tests.community_fixtures import SECRET, roster, wait
 
 T0 = datetime(2026, 6, 1, 10, 0, tzinfo=timezone.utc)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from services.community.ledger import Ledger
 from services.community.roster import QuarterHourResult
 from services.community.server import BrokerLink, CommunityServer
-from services.community.wire import LiveMsg, QuarterHourMsg, meter_topic, pseudonym
+from gateway.wire import LiveMsg, QuarterHourMsg, meter_topic, pseudonym
 from tests.community_fixtures import SECRET, roster
 
 T0 = datetime(2026, 6, 1, 10, 0, tzinfo=timezone.utc)

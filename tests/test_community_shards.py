@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.community.roster import shard_of, shard_operations
-from services.community.wire import QuarterHourMsg, meter_topic, pseudonym
+from gateway.wire import QuarterHourMsg, meter_topic, pseudonym
 from tests.community_fixtures import SECRET, wait, write_community
 from tests.community_harness import Client
 from tests.servers import free_port, port_open

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from services.community.wire import (
+from gateway.wire import (
     QuarterHourMsg,
     TotalsMsg,
     WireError,

@@ -43,8 +43,8 @@ from gateway.doctor import (
     probe_port,
     render,
 )
-from gateway.pty_meter import PtyMeter
-from gateway.simulator import MeterSimulator
+from demo.pty_meter import PtyMeter
+from demo.meter import MeterSimulator
 from tests.servers import free_port
 
 QUARTIER = [sys.executable, "-m", "gateway.cli"]

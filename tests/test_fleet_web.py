@@ -19,8 +19,8 @@ from gateway.live import LivePublisher
 from gateway.uplink import Uplink, UplinkSettings, node_uplink
 from services.community.ledger import Ledger
 from services.community.server import BrokerLink, CommunityServer
-from services.community.wire import LiveMsg, QuarterHourMsg, pseudonym
-from services.web.server import build
+from gateway.wire import LiveMsg, QuarterHourMsg, pseudonym
+from services.node.web.server import build
 from tests.community_fixtures import SECRET, roster, wait
 
 NODES = {"alice": ("541448820000000001", 600.0, 0.0), "school": ("541448820000000003", 0.0, 4200.0)}

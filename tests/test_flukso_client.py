@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 
 from flukso.client import FluksoClient
-from flukso.emulator import FluksoEmulator
+from demo.flukso_emulator import FluksoEmulator
 from flukso.readings import TimePolicy
 from flukso.sensors import Assignment, Role
 from gateway.config import load_config
 from gateway.model import QUARTER, Quality, QuarterHour, Reading
 from gateway.pipeline import Pipeline
-from gateway.simulator import MeterSimulator
+from demo.meter import MeterSimulator
 from gateway.store import Store
 from p1.decode import parse_telegram
 

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from gateway.config import ConfigError, FluksoSource, load_config
+from flukso.source import FluksoSettings
+from gateway.config import ConfigError, load_config
 
 A, B, C = "a" * 32, "b" * 32, "c" * 32
 
@@ -37,7 +38,7 @@ sensors = [
 def test_a_flukso_source_loads_with_defaults(tmp_path):
     cfg = load_config(write(tmp_path, SOURCE))
     src = cfg.sources[0]
-    assert isinstance(src, FluksoSource)
+    assert isinstance(src, FluksoSettings)
     assert (src.port, src.clock, src.client_id, src.device) == (1883, "pi", None, "d" * 32)
     assert [(s.id, s.role, s.meter_id) for s in src.sensors] == [
         (A, "grid_import", None), (B, "grid_export", None), (C, "production", "home-pv")]
@@ -62,7 +63,7 @@ def test_a_bad_flukso_source_names_the_key(tmp_path, text, message):
 def test_the_broker_password_is_refused_in_the_config_file(tmp_path):
     with pytest.raises(ConfigError, match=r'sources.0.password: secrets do not belong in the config file.*\[flukso."home"\]'):
         load_config(write(tmp_path, SOURCE + 'password = "s3cret"\n'))
-    with pytest.raises(ConfigError, match="flukso: Fluksometer credentials do not belong"):
+    with pytest.raises(ConfigError, match="flukso: credentials do not belong"):
         load_config(write(tmp_path, SOURCE + '[flukso.home]\npassword = "s3cret"\n'))
 
 

@@ -10,7 +10,7 @@ import sys
 from datetime import datetime, timedelta, timezone
 
 from gateway.model import QUARTER, Quality, QuarterHour
-from gateway.simulator import MeterSimulator
+from demo.meter import MeterSimulator
 from gateway.store import Store
 
 UTC = timezone.utc

@@ -20,7 +20,7 @@ import pytest
 from gpiozero import Device
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from services.light import (
+from services.node.light import (
     AMBER,
     GREEN,
     PATTERNS,

@@ -1,4 +1,4 @@
-"""The MQTT feed for home automation (services/mqtt_feed.py): the topic tree, Home Assistant
+"""The MQTT feed for home automation (services/node/mqtt_feed.py): the topic tree, Home Assistant
 device-based discovery, availability with a retained last will, re-announcement when Home Assistant
 comes online; against a real Mosquitto."""
 
@@ -19,7 +19,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from services.mqtt_feed import FeedSettings, MqttFeed, Topics, discovery_config, live_messages
+from services.node.mqtt_feed import FeedSettings, MqttFeed, Topics, discovery_config, live_messages
 from tests.servers import Mosquitto, free_port
 from tests.web_harness import WebRig
 

@@ -15,9 +15,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.simulator import MeterSimulator
+from demo.meter import MeterSimulator
 from gateway.store import Store
-from services.sheet import (
+from services.node.sheet import (
     AllocatedQuarter,
     allocation_for_member,
     best_hours,

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from services import cli
-from services import simulate as sim
+from services.community import simulate as sim
 from services.allocation import PRESETS, AllocationInputError, allocate, load_community
-from services.examples import make_year
+from demo import example_year as make_year
 
 FIXTURES = Path(__file__).parent / "fixtures" / "allocation"
 OP = load_community(FIXTURES / "sim_operation.toml").operation()

@@ -22,8 +22,8 @@ import serial
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.pty_meter import PtyMeter, step_for
-from gateway.simulator import MeterSimulator
+from demo.pty_meter import PtyMeter, step_for
+from demo.meter import MeterSimulator
 from p1 import Dialect, parse_telegram
 
 BRUSSELS = ZoneInfo("Europe/Brussels")

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import gateway.store as store_module
+import gateway.store.schema as store_module  # the schema version and migrations
 from gateway.model import QUARTER, Quality, QuarterHour
 from gateway.store import Store, StoreError
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from gateway import store as store_module
 from gateway.store import Allocation, Store
-from services.web.history import History
+from services.node.web.history import History
 
 T0 = datetime(2026, 6, 1, 8, 0, tzinfo=timezone.utc)
 Q = timedelta(minutes=15)

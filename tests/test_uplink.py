@@ -12,7 +12,7 @@ import pytest
 
 from gateway.store import Store
 from gateway.uplink import LiveSummaryPublisher, Uplink, UplinkSettings, UplinkSink
-from services.community.wire import (
+from gateway.wire import (
     AllocationMsg,
     LiveMsg,
     TotalsMsg,
@@ -163,7 +163,7 @@ def test_totals_and_allocations_come_back_on_the_gateways_one_connection_and_rea
 
     from gateway.live import LivePublisher
     from gateway.uplink import node_uplink
-    from services.web.state import NodeState
+    from services.node.web.state import NodeState
     from tests.test_web_live_socket import Subscriber
 
     with tempfile.TemporaryDirectory(prefix="ql") as d:

@@ -18,8 +18,8 @@ from fastapi.testclient import TestClient
 from gateway.config import Config
 from gateway.store import Allocation, Store
 from gateway.uplink import Uplink, UplinkSettings, UplinkSink
-from services.community.wire import AllocationMsg, meter_topic
-from services.web.server import build
+from gateway.wire import AllocationMsg, meter_topic
+from services.node.web.server import build
 from tests.community_harness import Client, SecureMosquitto, make_broker
 
 T0 = datetime(2026, 6, 1, 8, 0, tzinfo=timezone.utc)  # 10:00 in Brussels, June 1st

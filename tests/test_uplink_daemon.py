@@ -65,8 +65,8 @@ def test_daemon_stores_this_members_allocations_and_gets_those_sent_while_it_was
 
     from gateway.config import load_config
     from gateway.store import Store
-    from services.community.wire import AllocationMsg
-    from services.web.server import build
+    from gateway.wire import AllocationMsg
+    from services.node.web.server import build
 
     t0 = datetime(2026, 6, 1, 8, 0, tzinfo=timezone.utc)
     alloc_topic = "quartier/moulin/op/op1/meter/mdaemon/alloc"

@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from services.signal import SignalSettings
-from services.web.figures import Prices
-from services.web.fleet import Fleet, FleetQuarterHour, OperationSetup
+from services.node.web.figures import Prices
+from services.node.web.fleet import Fleet, FleetQuarterHour, OperationSetup
 from tests.web_harness import METER, T0, WebRig, sse_events
 
 # any URL the browser would fetch from elsewhere (an SVG's xmlns is a name, not a fetch)
@@ -146,7 +146,7 @@ def test_allocation_with_fleet_data_uses_the_engine_per_quarter_hour():
 def test_operation_live_totals_drive_the_signal_when_fresh():
     import time as _time
 
-    from services.web.fleet import OperationLive
+    from services.node.web.fleet import OperationLive
 
     fleet = Fleet()
     rig = WebRig(fleet=fleet)

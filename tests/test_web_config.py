@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from gateway.config import ConfigError, load_config
-from services.mqtt_feed import FeedSettings
-from services.web.service import WebSettings
+from services.node.mqtt_feed import FeedSettings
+from services.node.web.service import WebSettings
 
 
 def write(tmp_path: Path, text: str, secrets: str | None = None) -> Path:

@@ -1,4 +1,4 @@
-"""The fleet seam (services/web/fleet.py): what the fleet uplink fills, and this member's provisional
+"""The fleet seam (services/node/web/fleet.py): what the fleet uplink fills, and this member's provisional
 allocation through the engine's single-quarter-hour path."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from services.allocation import load_community
-from services.web.fleet import Fleet, FleetQuarterHour, OperationSetup, allocate_member
+from services.node.web.fleet import Fleet, FleetQuarterHour, OperationSetup, allocate_member
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "services" / "examples" / "operation.toml"
+EXAMPLE = Path(__file__).resolve().parents[1] / "demo" / "operation.toml"
 T0 = datetime(2026, 6, 21, 10, 0, tzinfo=UTC)
 
 

@@ -20,10 +20,10 @@ from gateway.live import LivePipeline, LivePublisher
 from gateway.model import ClockQuality, Reading
 from gateway.store import Store
 from services.signal import SignalSettings
-from services.web.app import create_app
-from services.web.figures import Prices
-from services.web.fleet import Fleet
-from services.web.service import WebService, WebSettings
+from services.node.web.app import create_app
+from services.node.web.figures import Prices
+from services.node.web.fleet import Fleet
+from services.node.web.service import WebService, WebSettings
 
 T0 = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)  # 10:00 in Brussels
 METER = "1SIM0000000042"

@@ -1,5 +1,7 @@
 """Allocation of a sharing operation's pooled injection (clé de répartition, verdeelsleutel).
 
+Shared: the community server allocates with it, a node can, and the key simulator replays years with it.
+
 Pure: numpy in, numpy out, no I/O, no asyncio/MQTT/HTTP. The semantics and every setting are listed
 in ``services/allocation/README.md``; the public entry points:
 

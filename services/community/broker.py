@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.community.wire import check_segment
+from gateway.wire import check_segment
 
 log = logging.getLogger("quartier.community.broker")
 

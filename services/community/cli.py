@@ -41,9 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pp.add_argument("--init-broker", metavar="HOST[,HOST...]",
                     help="first run: create the community CA, the broker certificate for HOST and the server's user")
     pp.set_defaults(func=_provision)
-    from services.community import demo
+    from demo.community import register as register_demo  # demo tooling: only its arguments here
 
-    demo.register(sub)
+    register_demo(sub)
     pr = sub.add_parser("reconcile", parents=[common], help="import the grid operator's monthly allocation file")
     pr.add_argument("--operation", required=True)
     pr.add_argument("--file", required=True, type=Path, help="CSV file from the grid operator")
@@ -138,7 +138,7 @@ def _exit_cleanly(_signum: int, _frame: object) -> None:
 def _provision(args: argparse.Namespace) -> int:
     cfg, community = _load(args)
     from services.community import broker
-    from services.community.wire import pseudonym
+    from gateway.wire import pseudonym
 
     secret = cfg.server.pseudonym_secret.get_secret_value()
     bdir = broker.BrokerDir(args.broker_dir)

@@ -12,7 +12,7 @@ from datetime import datetime
 
 from gateway.model import floor_quarter
 from services.community.roster import Seat
-from services.community.wire import LiveMsg, TotalsMsg
+from gateway.wire import LiveMsg, TotalsMsg
 from services.signal import QuarterSoFar, SignalInputs, SignalTracker
 
 

@@ -18,7 +18,7 @@ from datetime import datetime
 
 from services.allocation import Settings, allocate_quarter_hour
 from services.allocation.model import Community, Operation
-from services.community.wire import pseudonym
+from gateway.wire import pseudonym
 
 
 def shard_of(community: str, operation: str, shards: int) -> int:

@@ -29,8 +29,8 @@ from services.community.roster import (
     allocate_operation,
     fill_missing,
 )
-from services.community.session import connect_async
-from services.community.wire import (
+from gateway.wire import connect_async
+from gateway.wire import (
     AllocationMsg,
     LiveMsg,
     QuarterHourMsg,

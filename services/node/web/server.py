@@ -5,19 +5,19 @@ from __future__ import annotations
 import logging
 import signal
 
-from services.web.fleet import Fleet
+from services.node.web.fleet import Fleet
 
 log = logging.getLogger("quartier.services.web")
 
 
 def build(cfg, *, fleet: Fleet | None = None):
     """The FastAPI app for a :class:`gateway.config.Config`, with the MQTT feed when enabled."""
-    from services.web.app import create_app
-    from services.web.service import WebService, WebSettings
+    from services.node.web.app import create_app
+    from services.node.web.service import WebService, WebSettings
 
     feed = None
     if cfg.mqtt.enabled:
-        from services.mqtt_feed import FeedSettings, MqttFeed
+        from services.node.mqtt_feed import FeedSettings, MqttFeed
 
         feed = MqttFeed(FeedSettings.from_config(cfg.mqtt))
     service = WebService(WebSettings.from_config(cfg), fleet=fleet, mqtt_feed=feed)

@@ -226,7 +226,7 @@ class MqttFeed:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
-        self.state = None  # services.web.state.NodeState
+        self.state = None  # services.node.web.state.NodeState
         self.connected = False
         self.published = 0
         self.announcements = 0

@@ -18,11 +18,11 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from services.signal import SignalSettings
-from services.web.figures import Prices, local_midnight
-from services.web.fleet import Fleet, MemberQuarterHour, OperationSetup
-from services.web.history import History
-from services.web.live_client import LiveClient
-from services.web.state import DayTotals, NodeState, Update
+from services.node.web.figures import Prices, local_midnight
+from services.node.web.fleet import Fleet, MemberQuarterHour, OperationSetup
+from services.node.web.history import History
+from services.node.web.live_client import LiveClient
+from services.node.web.state import DayTotals, NodeState, Update
 
 log = logging.getLogger("quartier.services.web")
 

@@ -24,7 +24,7 @@ from services.signal import (
     SignalTracker,
     TriggeredLoad,
 )
-from services.web.fleet import Fleet
+from services.node.web.fleet import Fleet
 
 log = logging.getLogger("quartier.services.web")
 
@@ -76,7 +76,7 @@ class NodeState:
     received_monotonic: float | None = None
     last_quarter_hour: dict | None = None
     today: DayTotals | None = None
-    alert: Alert | None = None  # set locally through the API (a fleet alert comes from the fleet)
+    alert: Alert | None = None  # set locally through the API
     triggered: dict[str, TriggeredLoad] = field(default_factory=dict)
     version: int = 0
     readings: int = 0
@@ -134,7 +134,7 @@ class NodeState:
             self._today_dirty = True  # committed before it was sent: the store has it now
             self._emit("quarter_hour", quarter_hour=msg)
         elif kind == "operation":  # the community's live totals, relayed by the daemon's uplink
-            from services.web.fleet import OperationLive
+            from services.node.web.fleet import OperationLive
 
             try:
                 live = OperationLive.from_totals(msg["totals"], self.clock() - max(0.0, time.time() - float(msg["received"])))
@@ -200,10 +200,7 @@ class NodeState:
         return None if t is None else t + timedelta(seconds=age)
 
     def active_alert(self, now: datetime) -> Alert | None:
-        for a in (self.alert, self.fleet.alert()):
-            if a is not None and a.active(now):
-                return a
-        return None
+        return self.alert if self.alert is not None and self.alert.active(now) else None
 
     def signal_inputs(self) -> SignalInputs:
         now = self.meter_now() or datetime.now(UTC)

@@ -1,4 +1,8 @@
-"""What travels between a node and the community broker: topic tree, versioned payloads, pseudonyms.
+"""The node↔community contract: topic tree, versioned payloads, pseudonyms, session set-up.
+
+Both sides import this one module: the node's uplink (``gateway.uplink``) and the community server
+(``services.community``). It lives in the gateway, the lower layer, so that nothing on the node
+imports the server's code.
 
 Member data is personal data, so the wire never carries a meter's EAN: every meter appears under a
 pseudonymous id, an HMAC of its EAN with a community secret. The community server can recompute it
@@ -18,7 +22,8 @@ operations it serves (sharding, docs/fleet.md) and the broker's ACL can pin each
 operation.
 
 Payloads are JSON with a version field ``v``; a receiver refuses versions it does not know rather
-than guessing. Pure module: pydantic and hashlib only, no MQTT.
+than guessing. Pure module: pydantic and hashlib only; paho is imported only by
+:func:`connect_async`, when a client connects.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import hashlib
 import hmac
 import re
 from datetime import datetime, timezone
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -192,3 +197,24 @@ def decode(model: type[_Msg], payload: bytes) -> _Msg:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "payload"
         raise WireError(f"{model.__name__}: {where}: {err['msg']}") from None
+
+
+# -- session set-up ---------------------------------------------------------------------------------
+
+
+def connect_async(client: Any, host: str, port: int, *, keepalive: int, session_expiry_s: int) -> None:
+    """``client.connect_async`` (a paho MQTT v5 client) with a session that outlives the connection.
+
+    Both ends keep a persistent session so that the broker queues their QoS 1 messages while they are
+    away (allocations for a node, quarter-hours for the server). Every connect, the first one after a
+    restart too, asks to resume it; ``session_expiry_s`` 0 asks for a clean one.
+    """
+    if session_expiry_s <= 0:
+        client.connect_async(host, port, keepalive=keepalive, clean_start=True)
+        return
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = session_expiry_s
+    client.connect_async(host, port, keepalive=keepalive, clean_start=False, properties=props)

@@ -10,8 +10,7 @@ the web service knows of it in memory:
 - :meth:`Fleet.update_live`: the operation's running quarter-hour (pool and consumption so far), for
   the consume-now signal and the live surplus (the daemon's uplink relays it, gateway/live.py);
 - :meth:`Fleet.add_quarter_hours`: closed quarter-hours of every member (consumption per participant,
-  injection per producer), for a provisional allocation of this member computed on this node;
-- :meth:`Fleet.set_alert`: a collective "reduce now" alert from the community.
+  injection per producer), for a provisional allocation of this member computed on this node.
 
 The community server's allocation of this member's share is *not* kept here: the daemon stores it
 (``gateway.uplink.UplinkSink``) and the web service reads it from the store, so it survives a restart
@@ -32,7 +31,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from services.signal import Alert, QuarterSoFar
+from services.signal import QuarterSoFar
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +87,7 @@ class OperationLive:
     @classmethod
     def from_totals(cls, totals: Mapping[str, object], received_monotonic: float) -> OperationLive:
         """From the community server's totals (a ``TotalsMsg`` as JSON; ``ValueError`` if it is not)."""
-        from services.community.wire import TotalsMsg
+        from gateway.wire import TotalsMsg
 
         msg = TotalsMsg.model_validate(totals)
         return cls(start=msg.qh_start, elapsed_s=msg.elapsed_s, consumption_wh=msg.consumption_wh,
@@ -128,7 +127,6 @@ class Fleet:
         self._lock = threading.Lock()
         self._setup: OperationSetup | None = None
         self._live: OperationLive | None = None
-        self._alert: Alert | None = None
         self._qhs: OrderedDict[datetime, FleetQuarterHour] = OrderedDict()
         self._alloc: dict[datetime, MemberQuarterHour] = {}  # computed here, cached
         self._max = max_quarter_hours
@@ -154,10 +152,6 @@ class Fleet:
                 old, _ = self._qhs.popitem(last=False)
                 self._alloc.pop(old, None)
 
-    def set_alert(self, alert: Alert | None) -> None:
-        with self._lock:
-            self._alert = alert
-
     # -- read by the web service -----------------------------------------------------------------
 
     @property
@@ -166,9 +160,6 @@ class Fleet:
 
     def live(self) -> OperationLive | None:
         return self._live
-
-    def alert(self) -> Alert | None:
-        return self._alert
 
     @property
     def has_data(self) -> bool:

@@ -35,7 +35,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Self
 
-from gateway.simulator import MeterSimulator
+from demo.meter import MeterSimulator
 
 log = logging.getLogger("quartier.gateway")
 

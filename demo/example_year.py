@@ -8,10 +8,10 @@ weekdays (the school closed in the holidays), a heat pump, an electric car. Ever
 its member's yearly consumption, every installation to about 930 kWh per kWp.
 
 Output: ``operation.toml`` (a copy of the example operation) and ``year.csv`` with one column per
-member, in Wh (see ``services.simulate`` for the format): a consumer's import, the producer's
+member, in Wh (see ``services.community.simulate`` for the format): a consumer's import, the producer's
 injection, and for a member with panels the signed net volume (negative = injection).
 
-    python -m services.examples.make_year DIR [--seed N] [--year 2025]
+    python -m demo.example_year DIR [--seed N] [--year 2025]
     quartier simulate --generate-example DIR            # the same
 """
 
@@ -180,7 +180,7 @@ def generate(operation: Operation, seed: int = 2025, year: int = 2025) -> tuple[
     columns: dict[str, np.ndarray] = {}
     for idx, member in enumerate(operation.members, 1):
         if member.id not in PROFILES:
-            raise KeyError(f"no profile for member {member.id!r} in services/examples/make_year.py")
+            raise KeyError(f"no profile for member {member.id!r} in demo/example_year.py")
         kind, kwh, kwp = PROFILES[member.id]
         rng = np.random.default_rng([seed, idx])
         shape = load_shape(kind, cal, rng)

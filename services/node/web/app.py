@@ -27,16 +27,16 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from services.signal import Alert
-from services.web.figures import allocation_view, period_bounds, quarter_hours_view
-from services.web.service import WebService, is_data_update
-from services.web.state import Update, iso
+from services.node.web.figures import allocation_view, period_bounds, quarter_hours_view
+from services.node.web.service import WebService, is_data_update
+from services.node.web.state import Update, iso
 
 log = logging.getLogger("quartier.services.web")
 
 API = "/api/v1"
 MAX_RANGE = timedelta(days=31)
 VERSION = "0.1.0"
-STATIC = resources.files("services.web") / "static"
+STATIC = resources.files("services.node.web") / "static"
 BEARER = HTTPBearer(auto_error=False, description="web.token from the node's secrets file")
 
 

@@ -13,8 +13,8 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from gateway.model import QuarterHour
-from services.web.fleet import MemberQuarterHour, OperationSetup
-from services.web.state import iso
+from services.node.web.fleet import MemberQuarterHour, OperationSetup
+from services.node.web.state import iso
 
 NO_FLEET_NOTE = (
     "No fleet data: these figures come from this meter alone (its own import and export). Shared energy "

@@ -1,6 +1,6 @@
 """A Fluksometer emulator: publishes FLM02 or FLM03 messages to a broker, from a simulated household.
 
-The energy comes from :class:`gateway.simulator.MeterSimulator`, the model behind the simulated P1
+The energy comes from :class:`demo.meter.MeterSimulator`, the model behind the simulated P1
 meter: the emulator advances that simulator one second at a time and publishes what a Fluksometer
 wired to the same house would, so a Flukso source and a P1 source of the *same* simulator can be
 compared quarter-hour by quarter-hour, to the Wh (``on_telegram`` hands out the P1 telegram of every
@@ -48,7 +48,7 @@ from typing import Literal
 
 import paho.mqtt.client as mqtt
 
-from gateway.simulator import MeterSimulator
+from demo.meter import MeterSimulator
 
 log = logging.getLogger("quartier.flukso.emulator")
 

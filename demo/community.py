@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from gateway.commands import free_port, port_free
+from demo.cli import free_port, port_free
 
 COMMUNITY = "quartier-demo"
 OPERATION = "rue-du-moulin"
@@ -115,7 +115,7 @@ class Demo:
         """Community file, broker security files, server config; returns what ``run`` prints."""
         from services.community import broker
         from services.community.provision import GatewayFiles, write_gateway_files, write_secret
-        from services.community.wire import pseudonym
+        from gateway.wire import pseudonym
 
         mosquitto = shutil.which("mosquitto") or (MOSQUITTO_FALLBACK if os.access(MOSQUITTO_FALLBACK, os.X_OK) else None)
         if mosquitto is None:

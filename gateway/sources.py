@@ -1,0 +1,102 @@
+"""How a meter source plugs into the daemon: the one interface P1, Flukso and the demo meter share.
+
+The gateway core knows readings, not cables. A *source kind* (``p1``, ``flukso``, ``simulated``) is
+a package of its own that brings two things: the pydantic model of its ``[[sources]]`` table and a
+function that opens a running :class:`Source` on a :class:`ReadingSink` (the daemon's pipeline).
+Kinds are found through the ``quartier.sources`` entry-point group declared in ``pyproject.toml``,
+so the core imports none of them: a kind missing from an installation is an unknown ``type`` in
+the config file, named as such, and nothing else breaks.
+
+Dependencies point one way: ``p1/``, ``flukso/`` and ``demo/`` import ``gateway.model`` and this
+module; the gateway imports them only by entry-point name.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from importlib.metadata import entry_points
+from typing import Any, ClassVar, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from gateway.model import QuarterHour, Reading
+
+ENTRY_POINT_GROUP = "quartier.sources"
+
+
+class SourceSettings(BaseModel):
+    """Base of every ``[[sources]]`` table: unknown keys are refused, ``type`` names the kind.
+
+    ``credential_keys`` are the keys a kind takes from the secrets file (``[<type>."<meter_id>"]``);
+    of those, ``secret_keys`` are refused in the config file itself.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    credential_keys: ClassVar[frozenset[str]] = frozenset()
+    secret_keys: ClassVar[frozenset[str]] = frozenset()
+
+    type: str
+    meter_id: str | None = None
+
+    def describe(self) -> str:
+        """One short line for ``quartier config check`` (the port or host read)."""
+        return self.type
+
+
+class ReadingSink(Protocol):
+    """What a source feeds: the daemon's pipeline (``gateway.live.LivePipeline``)."""
+
+    def feed_telegram(self, telegram: Any) -> list[QuarterHour]: ...
+
+    def feed_reading(self, reading: Reading) -> list[QuarterHour]: ...
+
+    def publish_power(self, meter_id: str, import_w: float | None, export_w: float | None) -> None: ...
+
+    def count_rejected(self, meter_id: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class SourceContext:
+    """What the daemon lends a source when it opens it."""
+
+    sink: ReadingSink
+    baseline: Callable[[str], QuarterHour | None]  # the store's last closed quarter-hour of a meter
+    clock_synced: Callable[[], bool | None]  # the Pi's clock (NTP) as last checked
+    timezone: str
+
+
+class Source(Protocol):
+    """A running source. ``run`` reads until ``stop`` is set or the link drops (the daemon calls it
+    again after a pause); ``close`` unblocks it from another thread. ``port`` and ``reconnects``
+    go into the health file."""
+
+    port: str | None
+    reconnects: int
+
+    def run(self, stop: threading.Event) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class SourceKind:
+    """A source package's entry point: its config table and how to open it."""
+
+    settings: type[SourceSettings]
+    open: Callable[[Any, SourceContext], Source]
+
+
+@cache
+def source_kinds() -> dict[str, SourceKind]:
+    """Every installed kind by ``type`` name, loaded once (importing only the kinds' settings)."""
+    kinds: dict[str, SourceKind] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        kind = ep.load()
+        if not isinstance(kind, SourceKind):
+            raise TypeError(f"entry point {ep.name} = {ep.value} is not a gateway.sources.SourceKind")
+        kinds[ep.name] = kind
+    return kinds
+

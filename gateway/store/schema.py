@@ -1,0 +1,224 @@
+"""The store's tables and row format: the SQLite schema, its migrations, and how a
+:class:`~gateway.model.QuarterHour` becomes a row and back (UNIX seconds, compact JSON: exact round trip)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timezone
+
+from gateway.model import QUARTER, Quality, QuarterHour
+
+SCHEMA_VERSION = 1
+_QUARTER_S = int(QUARTER.total_seconds())
+_CHUNK = 500  # ids per statement, well below SQLite's bound-variable limit
+
+_SCHEMA_V1 = """
+CREATE TABLE quarter_hours (
+    meter_id TEXT NOT NULL,
+    start INTEGER NOT NULL,              -- UNIX seconds, UTC, multiple of 900
+    import_wh INTEGER NOT NULL,
+    export_wh INTEGER NOT NULL,
+    quality TEXT NOT NULL,
+    import_by_tariff TEXT NOT NULL,      -- JSON object tariff -> Wh
+    export_by_tariff TEXT NOT NULL,
+    end_import_register TEXT NOT NULL,   -- JSON object tariff -> cumulative Wh at the end boundary
+    end_export_register TEXT NOT NULL,
+    flags TEXT NOT NULL,                 -- JSON array
+    source TEXT NOT NULL,
+    committed_at INTEGER NOT NULL,
+    PRIMARY KEY (meter_id, start)
+) WITHOUT ROWID;
+CREATE INDEX quarter_hours_start ON quarter_hours (start);
+
+CREATE TABLE daily_totals (
+    meter_id TEXT NOT NULL,
+    day TEXT NOT NULL,                   -- local calendar day, YYYY-MM-DD
+    import_wh INTEGER NOT NULL,
+    export_wh INTEGER NOT NULL,
+    quarter_hours INTEGER NOT NULL,
+    estimated INTEGER NOT NULL,
+    PRIMARY KEY (meter_id, day)
+) WITHOUT ROWID;
+
+CREATE TABLE monthly_totals (
+    meter_id TEXT NOT NULL,
+    month TEXT NOT NULL,                 -- local calendar month, YYYY-MM
+    import_wh INTEGER NOT NULL,
+    export_wh INTEGER NOT NULL,
+    quarter_hours INTEGER NOT NULL,
+    estimated INTEGER NOT NULL,
+    PRIMARY KEY (meter_id, month)
+) WITHOUT ROWID;
+
+CREATE TABLE outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: the replay order
+    sink TEXT NOT NULL,
+    meter_id TEXT NOT NULL,
+    start INTEGER NOT NULL,
+    enqueued_at INTEGER NOT NULL,
+    UNIQUE (sink, meter_id, start)
+);
+CREATE INDEX outbox_sink ON outbox (sink, id);
+CREATE INDEX outbox_qh ON outbox (meter_id, start);
+
+CREATE TABLE dead_letters (
+    id INTEGER PRIMARY KEY,              -- the outbox id it had
+    sink TEXT NOT NULL,
+    meter_id TEXT NOT NULL,
+    start INTEGER NOT NULL,
+    enqueued_at INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    dead_at INTEGER NOT NULL
+);
+CREATE INDEX dead_letters_qh ON dead_letters (meter_id, start);
+
+CREATE TABLE conflicts (                 -- duplicates that disagreed with the stored quarter-hour
+    meter_id TEXT NOT NULL,
+    start INTEGER NOT NULL,
+    offered TEXT NOT NULL,               -- JSON of the rejected quarter-hour's columns
+    first_seen INTEGER NOT NULL,
+    PRIMARY KEY (meter_id, start, offered)
+) WITHOUT ROWID;
+
+CREATE TABLE state (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
+# Additive tables: created when missing, with no schema version bump. An older Quartier ignores a
+# table it does not know, so a rolled-back release still opens the store (a version bump would make it
+# refuse the file); a table whose shape changes later gets a versioned migration like any other.
+_ADDITIVE = (
+    """
+CREATE TABLE IF NOT EXISTS allocations (  -- this member's provisional share, one row per quarter-hour
+    operation TEXT NOT NULL,
+    start INTEGER NOT NULL,              -- UNIX seconds, UTC, multiple of 900
+    received_wh INTEGER NOT NULL,        -- shared energy allocated to this member
+    injection_shared_wh INTEGER NOT NULL,  -- part of this member's injection that went to others
+    pool_wh INTEGER NOT NULL,            -- operation totals of the quarter-hour
+    shared_wh INTEGER NOT NULL,
+    consumption_wh INTEGER NOT NULL,
+    missing INTEGER NOT NULL,            -- members whose quarter-hour the server had to estimate
+    provisional INTEGER NOT NULL,
+    received_at INTEGER NOT NULL,        -- UNIX seconds when these figures were stored here
+    PRIMARY KEY (operation, start)
+) WITHOUT ROWID
+""",
+)
+
+Migration = Callable[[sqlite3.Connection], None]
+# MIGRATIONS[n] upgrades a database from user_version n to n + 1, inside the opening transaction.
+MIGRATIONS: dict[int, Migration] = {}
+
+
+class StoreError(Exception):
+    """The store cannot be used as asked (e.g. a database written by a newer Quartier)."""
+
+
+_COLUMNS = (
+    "meter_id, start, import_wh, export_wh, quality, import_by_tariff, export_by_tariff,"
+    " end_import_register, end_export_register, flags, source"
+)
+_COLUMN_NAMES = tuple(c.strip() for c in _COLUMNS.split(","))
+Row = tuple[str, int, int, int, str, str, str, str, str, str, str]
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _utc_seconds(t: datetime, what: str) -> int:
+    if t.tzinfo is None or t.utcoffset() is None:
+        raise ValueError(f"{what} must be an aware datetime, got naive {t!r}")
+    ts = t.timestamp()
+    if ts != int(ts):
+        raise ValueError(f"{what} has a fraction of a second: {t!r}")
+    return int(ts)
+
+
+def _bound(t: datetime, what: str) -> int:
+    """An aware instant as a query bound in whole seconds (rounded up: ``start < bound`` stays exact)."""
+    if t.tzinfo is None or t.utcoffset() is None:
+        raise ValueError(f"{what} must be an aware datetime, got naive {t!r}")
+    return math.ceil(t.timestamp())
+
+
+def _from_seconds(s: int) -> datetime:
+    return datetime.fromtimestamp(s, timezone.utc)
+
+
+def encode(qh: QuarterHour) -> Row:
+    """The row a quarter-hour is stored as; also what two offers of it are compared by."""
+    start = _utc_seconds(qh.start, "QuarterHour.start")
+    if start % _QUARTER_S:
+        raise ValueError(f"QuarterHour.start is not on a quarter-hour boundary: {qh.start.isoformat()}")
+    return (
+        qh.meter_id,
+        start,
+        int(qh.import_wh),
+        int(qh.export_wh),
+        Quality(qh.quality).value,
+        _json({str(k): int(v) for k, v in qh.import_by_tariff.items()}),
+        _json({str(k): int(v) for k, v in qh.export_by_tariff.items()}),
+        _json({str(k): int(v) for k, v in qh.end_import_register.items()}),
+        _json({str(k): int(v) for k, v in qh.end_export_register.items()}),
+        _json([str(f) for f in qh.flags]),
+        qh.source,
+    )
+
+
+def decode(row: Sequence) -> QuarterHour:
+    """Inverse of :func:`encode`."""
+    return QuarterHour(
+        meter_id=row[0],
+        start=_from_seconds(row[1]),
+        import_wh=row[2],
+        export_wh=row[3],
+        quality=Quality(row[4]),
+        import_by_tariff=json.loads(row[5]),
+        export_by_tariff=json.loads(row[6]),
+        end_import_register=json.loads(row[7]),
+        end_export_register=json.loads(row[8]),
+        flags=tuple(json.loads(row[9])),
+        source=row[10],
+    )
+
+
+_JSON_COLUMNS = frozenset(_COLUMN_NAMES[5:10])
+
+
+def _readable(row: Row) -> dict[str, object]:
+    """A row as one JSON object (nested, not JSON-in-JSON), for the conflicts table."""
+    return {n: json.loads(v) if n in _JSON_COLUMNS else v for n, v in zip(_COLUMN_NAMES, row, strict=True)}
+
+
+def quarter_hours_in(first: datetime, after_last: datetime) -> int:
+    """How many quarter-hours lie between two aware instants (a local day: 92, 96 or 100)."""
+    # aware datetimes sharing a tzinfo subtract as wall clocks: go through UTC timestamps
+    return int(after_last.timestamp() - first.timestamp()) // _QUARTER_S
+
+
+def _qh_filter(meter_id: str | None, start: datetime | None, end: datetime | None) -> tuple[list[str], list]:
+    """WHERE clauses for ``meter_id`` and ``start <= qh.start < end``, with their arguments."""
+    where: list[str] = []
+    args: list = []
+    if meter_id is not None:
+        where.append("meter_id = ?")
+        args.append(meter_id)
+    if start is not None:
+        where.append("start >= ?")
+        args.append(_bound(start, "start"))
+    if end is not None:
+        where.append("start < ?")
+        args.append(_bound(end, "end"))
+    return where, args
+
+
+def _chunks(ids: Sequence[int]) -> Iterator[list[int]]:
+    ids = [int(i) for i in ids]
+    for i in range(0, len(ids), _CHUNK):
+        yield ids[i : i + _CHUNK]
