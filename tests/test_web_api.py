@@ -1,4 +1,4 @@
-"""The node web service's API (services/web): live state, signal, history, allocation, health,
+"""The node web service's API (services/node/web): live state, signal, history, allocation, health,
 server-sent events, tokens and CORS, against a real uvicorn fed by the real live feed."""
 
 from __future__ import annotations
