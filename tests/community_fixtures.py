@@ -80,6 +80,7 @@ def seeded(tmp: Path, start: datetime, influx: dict | None = None) -> tuple[Comm
         for m, (imp, exp) in {"alice": (300, 0), "bob": (100, 0), "school": (0, 500)}.items():
             p = pseudonym(ean[m], SECRET)
             batch.append((meter_topic("moulin", "op1", p, "qh"),
-                          QuarterHourMsg(meter=p, operation="op1", start=qh, import_wh=imp, export_wh=exp).to_bytes(), 0.0))
+                          QuarterHourMsg(meter=p, operation="op1", start=qh, import_wh=imp, export_wh=exp).to_bytes(),
+                          (qh + timedelta(minutes=15)).timestamp()))  # received as it closed
         srv.handle_batch(batch)
     return srv, ledger
