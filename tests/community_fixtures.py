@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from services.allocation.model import load_community
@@ -45,6 +45,12 @@ id = "carol"
 role = "both"
 meter = "541448820000000004"
 """
+
+
+def recent(hour: int = 10, days_ago: int = 2) -> datetime:
+    """A quarter-hour start the server accepts today (its admission refuses starts older than 40 days):
+    ``hour``:00 UTC, ``days_ago`` days back."""
+    return (datetime.now(timezone.utc) - timedelta(days=days_ago)).replace(hour=hour, minute=0, second=0, microsecond=0)
 
 
 def write_community(tmp: Path) -> Path:
