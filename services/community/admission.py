@@ -136,3 +136,48 @@ def check_live(import_w: float, export_w: float, qh_import_wh: float | None, qh_
 def horizon_start(now_s: float, limits: Limits) -> datetime:
     """The oldest quarter-hour start the server accepts now (what a resend request may ask from)."""
     return datetime.fromtimestamp(now_s - limits.max_age_s, timezone.utc)
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _start_of(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return t if t.tzinfo is not None else None
+
+
+def screen_quarter_hour(raw: object, now_s: float, max_power_w: float, limits: Limits) -> Refused | None:
+    """The same checks on a quarter-hour payload as parsed JSON, before the wire format is applied:
+    a figure the format refuses too (a negative, a misaligned start, NaN) is named for what it is,
+    not just "malformed". What cannot be read here is left to the wire format."""
+    if not isinstance(raw, dict):
+        return None
+    start = _start_of(raw.get("start"))
+    if start is not None and (bad := check_start(start, now_s, limits)) is not None:
+        return bad
+    for what in ("import_wh", "export_wh"):
+        wh = _number(raw.get(what))
+        if wh is not None and (bad := check_energy(what, wh, max_power_w)) is not None:
+            return bad
+    return None
+
+
+def screen_live(raw: object, max_power_w: float) -> Refused | None:
+    """:func:`check_live` on a live payload as parsed JSON (see :func:`screen_quarter_hour`)."""
+    if not isinstance(raw, dict):
+        return None
+    for what in ("import_w", "export_w"):
+        w = _number(raw.get(what))
+        if w is not None and (bad := check_power(what, w, max_power_w)) is not None:
+            return bad
+    for what in ("qh_import_wh", "qh_export_wh"):
+        wh = _number(raw.get(what))
+        if wh is not None and (bad := check_energy(what, wh, max_power_w)) is not None:
+            return bad
+    return None

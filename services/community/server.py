@@ -15,6 +15,7 @@ network loop is supervised: restarted if it dies, reported by :meth:`CommunitySe
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import ssl
@@ -26,7 +27,15 @@ from datetime import datetime, timezone
 from typing import Any
 
 from gateway.model import QUARTER
-from services.community.admission import Limits, Refusal, Refused, check_live, check_quarter_hour
+from services.community.admission import (
+    Limits,
+    Refusal,
+    Refused,
+    check_live,
+    check_quarter_hour,
+    screen_live,
+    screen_quarter_hour,
+)
 from services.community.ledger import DeadLetter, Incoming, Ledger
 from services.community.live_totals import operation_totals
 from services.community.roster import (
@@ -51,6 +60,14 @@ from services.community.wire import (
 from services.signal import SignalTracker
 
 log = logging.getLogger("quartier.community.server")
+
+
+def _json(payload: bytes) -> object:
+    """The payload as JSON (NaN and Infinity included, as Python reads them), or None."""
+    try:
+        return json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
 
 
 @dataclass
@@ -317,6 +334,12 @@ class CommunityServer:
         if seat is None or seat.operation != op:
             return self._dead(topic, payload, received, Refused(Refusal.UNKNOWN_METER, f"unknown meter {meter} in operation {op}"))
         try:
+            if kind in ("qh", "live"):  # the figures first, so that a refusal names what is wrong with them
+                raw = _json(payload)
+                bad = (screen_quarter_hour(raw, received, seat.max_power_w, self.limits) if kind == "qh"
+                       else screen_live(raw, seat.max_power_w))
+                if bad is not None:
+                    return self._dead(topic, payload, received, bad, seat.member)
             if kind == "qh":
                 m = decode(QuarterHourMsg, payload)
                 if m.meter != meter or m.operation != op:  # the topic is what the broker authenticated
