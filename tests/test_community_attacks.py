@@ -164,13 +164,13 @@ def test_payload_attacks_with_a_gateways_own_credentials(tmp_path: Path) -> None
         for payloads in attacks.values():
             for payload in payloads:
                 pub("bob", "qh", payload)
-        live = {"not_finite": ["NaN", "Infinity"], "above_max_power": ["1e300"]}
-        for values in live.values():
-            for v in values:
-                pub("bob", "live", raw_live("bob", v), qos=0)
         for m, (i, e) in (("alice", (400.0, 0.0)), ("school", (0.0, 0.0))):  # honest live: nothing to share
             pub(m, "live", LiveMsg(meter=P[m], operation="op1", time=datetime.now(timezone.utc), import_w=i,
                                    export_w=e).to_bytes(), qos=0)
+        # the producer's gateway claims an export of NaN, Infinity, 1e300 W: into the pool, it would turn
+        # the signal green for everyone
+        for v in ("NaN", "Infinity", "1e300"):
+            pub("school", "live", raw_live("school", v), qos=0)
 
         def allocated() -> dict[datetime, dict[str, int]]:
             with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
@@ -194,6 +194,13 @@ def test_payload_attacks_with_a_gateways_own_credentials(tmp_path: Path) -> None
         assert status == 200
         totals = ops[0]["live"]  # type: ignore[index]
         assert totals["pool_w"] == 0 and totals["signal"] != "green", totals
+
+        # the operator sees who sent what was refused, and why
+        status, members = api(api_port, "/api/v1/operations/op1/members")
+        assert status == 200 and {m["id"]: m["refused"] for m in members} == {"alice": 0, "bob": 5, "school": 3}  # type: ignore[union-attr]
+        status, refused = api(api_port, "/api/v1/operations/op1/refused")
+        assert status == 200 and refused["total"] == 8  # type: ignore[index]
+        assert {(r["member"], r["reason"]) for r in refused["counts"]} >= {("bob", "future"), ("school", "not_finite")}  # type: ignore[index]
 
         # the broker restarts: the server reconnects without a session and asks for resends
         connected_before = log.read_text().count("community.connected")
@@ -236,15 +243,16 @@ def test_payload_attacks_with_a_gateways_own_credentials(tmp_path: Path) -> None
     assert set(rows) == honest_rows
     assert all(0 <= i <= cap and 0 <= e <= cap for _, _, i, e in rows)
     # every attack is a dead letter with its reason, counted for the member whose credentials sent it
-    expected = {"future": 2, "misaligned": 1, "above_max_power": 2, "negative": 1, "not_finite": 2}
-    assert {r: n for m, r, n in counts if m == "bob"} == expected, (counts, dead)
-    assert {r for m, _, r, _ in dead if m == "bob"} == set(expected)
+    expected = {"bob": {"future": 2, "misaligned": 1, "above_max_power": 1, "negative": 1},
+                "school": {"not_finite": 2, "above_max_power": 1}}
+    assert {m: {r: n for mm, r, n in counts if mm == m} for m in expected} == expected, (counts, dead)
+    assert {(m, r) for m, _, r, _ in dead} == {(m, r) for m, rs in expected.items() for r in rs}
     # the operator API never answered 500 (nor anything but 200) while all this went on
     bad = {p: [c for c in codes if c != 200] for p, codes in watch.codes.items()}
     assert all(codes for codes in watch.codes.values()) and not any(bad.values()), bad
     calls = sum(len(c) for c in watch.codes.values())
     errors = [ln for ln in log.read_text().splitlines() if "callback_failed" in ln or "network_loop_died" in ln]
-    print(f"\nattacks: refused {sum(expected.values())} ({expected}); stored {len(rows)} honest rows, 0 poisoned; "
+    print(f"\nattacks: refused {sum(n for rs in expected.values() for n in rs.values())} ({expected}); stored {len(rows)} honest rows, 0 poisoned; "
           f"estimated quarter-hours allocated {estimated_after_s:.1f} s after their first figure "
           f"(deadline {DEADLINE_S} s); operator API {calls} calls, all 200; server disconnects during a 20 s "
           f"client-id takeover ({accepted} attacker connections): {kicked}; callback errors logged: {len(errors)}")
