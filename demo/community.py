@@ -149,12 +149,16 @@ class Demo:
 
         self.operator_port = self.args.operator_port if port_free("127.0.0.1", self.args.operator_port) else free_port("127.0.0.1")
         qh_s = 900 / self.args.speed
+        start = self._start()
         (self.dir / "server.toml").write_text(
             "# written by `quartier community demo`: the community server\n"
             'secrets_file = "server-secrets.toml"\n'
             f'[server]\ncommunity_file = "community.toml"\ndatabase = {json.dumps(str(self.dir / "community.sqlite"))}\n'
             # the meters run at --speed: give late members a few of their quarter-hours, not five real minutes
             f"deadline_s = {max(10.0, 2 * qh_s):g}\ntotals_interval_s = 1\nlive_stale_s = 15\n"
+            # the simulated meters start at --start and run --speed times faster than the server's clock:
+            # its admission window follows them (a month of running), or it would refuse honest figures
+            f"max_age_s = {_demo_max_age_s(start):.0f}\nfuture_tolerance_s = {_demo_tolerance_s(start, self.args.speed):.0f}\n"
             f'[broker]\nhost = "127.0.0.1"\nport = {self.broker_port}\nca_file = {json.dumps(str(bdir.ca_cert))}\n'
             'username = "community-server"\nclient_id = "quartier-community-demo"\n'
             f'[api]\nhost = "127.0.0.1"\nport = {self.operator_port}\n')
@@ -172,15 +176,21 @@ class Demo:
                 port = port + 1 if port < 65535 else free_port("127.0.0.1")
             self.nodes.append((m, join, port))
             port += 1
+        self.start = start.isoformat()
+        return {"token": token}
+
+    def _start(self) -> datetime:
+        """The simulated meters' common start time."""
         start = datetime.fromisoformat(self.args.start) if self.args.start else \
             datetime.now().astimezone().replace(hour=10, minute=0, second=0, microsecond=0)
+        if start.tzinfo is None:
+            start = start.astimezone()
         # run again in the same directory: every meter goes on from where the furthest one stopped, so
         # their quarter-hours stay aligned (each daemon would otherwise resume from its own store)
         ahead = [t for m in self.members if (t := _store_end(self.dir / m.id / "quartier.sqlite")) is not None]
         if ahead and max(ahead) > start:
             start = max(ahead).astimezone(start.tzinfo)
-        self.start = start.isoformat()
-        return {"token": token}
+        return start
 
     # -- processes ---------------------------------------------------------------------------------
 
@@ -265,6 +275,20 @@ class Demo:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait(timeout=5)
+
+
+DEMO_RUN_S = 30 * 86400  # how long a demo may run with its simulated figures still accepted
+
+
+def _demo_max_age_s(start: datetime) -> float:
+    """The server's ``max_age_s`` for simulated meters starting at ``start`` (maybe long ago)."""
+    return max(40 * 86400.0, time.time() - start.timestamp() + 2 * 86400)
+
+
+def _demo_tolerance_s(start: datetime, speed: float) -> float:
+    """The server's ``future_tolerance_s``: the simulated clock gains ``speed - 1`` seconds every
+    second, from wherever ``start`` put it."""
+    return max(0.0, start.timestamp() - time.time()) + speed * DEMO_RUN_S + 900
 
 
 def _store_end(path: Path) -> datetime | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from services.allocation.model import load_community
@@ -47,6 +47,12 @@ meter = "541448820000000004"
 """
 
 
+def recent(hour: int = 10, days_ago: int = 2) -> datetime:
+    """A quarter-hour start the server accepts today (its admission refuses starts older than 40 days):
+    ``hour``:00 UTC, ``days_ago`` days back."""
+    return (datetime.now(timezone.utc) - timedelta(days=days_ago)).replace(hour=hour, minute=0, second=0, microsecond=0)
+
+
 def write_community(tmp: Path) -> Path:
     path = tmp / "community.toml"
     path.write_text(COMMUNITY_TOML)
@@ -80,6 +86,7 @@ def seeded(tmp: Path, start: datetime, influx: dict | None = None) -> tuple[Comm
         for m, (imp, exp) in {"alice": (300, 0), "bob": (100, 0), "school": (0, 500)}.items():
             p = pseudonym(ean[m], SECRET)
             batch.append((meter_topic("moulin", "op1", p, "qh"),
-                          QuarterHourMsg(meter=p, operation="op1", start=qh, import_wh=imp, export_wh=exp).to_bytes(), 0.0))
+                          QuarterHourMsg(meter=p, operation="op1", start=qh, import_wh=imp, export_wh=exp).to_bytes(),
+                          (qh + timedelta(minutes=15)).timestamp()))  # received as it closed
         srv.handle_batch(batch)
     return srv, ledger

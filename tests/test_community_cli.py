@@ -78,6 +78,41 @@ def test_provisioned_gateway_connects_with_its_files_and_nothing_else(tmp_path: 
         server.stop()
 
 
+def test_each_server_process_gets_its_own_user_and_no_one_takes_its_client_id(tmp_path: Path) -> None:
+    """Two shards with their own users (``--server-user``) and the same configured client id run side
+    by side; a gateway's credentials with a shard's client id do not disconnect it (the broker makes
+    the username the client id)."""
+    cfg = server_config(tmp_path)
+    bdir = tmp_path / "broker"
+    done = quartier("community", "provision", "--config", str(cfg), "--broker-dir", str(bdir), "--init-broker",
+                    "127.0.0.1", "--server-user", "srv-1of2", "--server-user", "srv-2of2", "--member", "alice",
+                    "--out", str(tmp_path / "gw"))
+    assert done.returncode == 0, done.stderr
+    pw = {u: (bdir / f"{u}-secrets.toml").read_text().split('"')[1] for u in ("srv-1of2", "srv-2of2")}
+    assert oct((bdir / "srv-1of2-secrets.toml").stat().st_mode & 0o777) == "0o600"
+    alice = pseudonym("541448820000000001", SECRET)
+    alice_pw = (tmp_path / "gw" / "alice" / "uplink-secrets.toml").read_text().split('"')[1]
+    from services.community import broker
+
+    server = SecureMosquitto(tmp_path / "mosq", broker.BrokerDir(bdir))
+    server.start()
+    clients = []
+    try:
+        shards = [Client(server.host, server.port, bdir / "ca.crt", u, pw[u], "quartier-community") for u in pw]
+        clients += shards
+        assert [c.wait_connected() for c in shards] == [0, 0]
+        assert all(c.subscribe("quartier/moulin/op/+/meter/+/qh") == [1] for c in shards)
+        thief = Client(server.host, server.port, bdir / "ca.crt", alice, alice_pw, "quartier-community")
+        clients.append(thief)
+        assert thief.wait_connected() == 0
+        time.sleep(1.0)
+        assert all(c.c.is_connected() for c in shards)  # nobody was kicked
+    finally:
+        for c in clients:
+            c.close()
+        server.stop()
+
+
 def test_provision_refuses_unknown_members(tmp_path: Path) -> None:
     cfg = server_config(tmp_path)
     done = quartier("community", "provision", "--config", str(cfg), "--broker-dir", str(tmp_path / "b"),

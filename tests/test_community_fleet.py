@@ -13,9 +13,9 @@ from gateway.uplink import Uplink, UplinkSettings, UplinkSink
 from services.community.ledger import Ledger
 from services.community.server import BrokerLink, CommunityServer
 from gateway.wire import AllocationMsg, LiveMsg, TotalsMsg, pseudonym
-from tests.community_fixtures import SECRET, roster, wait
+from tests.community_fixtures import SECRET, recent, roster, wait
 
-T0 = datetime(2026, 6, 1, 10, 0, tzinfo=timezone.utc)
+T0 = recent()  # live data: the server refuses starts older than its 40-day horizon
 MEMBERS = {"alice": ("541448820000000001", 300, 0), "bob": ("541448820000000002", 100, 0),
            "school": ("541448820000000003", 0, 500)}
 

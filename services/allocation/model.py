@@ -23,6 +23,7 @@ One file describes one community (and the coordinator it belongs to) with its sh
     role = "consumer"                # consumer | producer | both
     meter = "541448820000000017"     # EAN of the access point
     share = 0.05                     # agreed share for the specific key (fraction of the pool)
+    max_power_w = 43648              # optional: the connection's maximum power (W); default 3 x 400 V x 63 A
 
 Validation (pydantic) names the offending entry as it appears in the file
 (``operations[0].members[3].share: ...``).
@@ -58,6 +59,9 @@ class Member(_Strict):
     role: Role = "consumer"
     meter: str | None = Field(None, min_length=1, description="EAN of the access point (meter id)")
     share: float | None = Field(None, ge=0, le=1, description="agreed share for the specific key")
+    # the connection's maximum power (W): the community server refuses a quarter-hour above it x 15 min
+    # or a live power above it; unset, a large residential connection (services/community/admission.py)
+    max_power_w: float | None = Field(None, gt=0, le=100_000_000, description="connection's maximum power (W)")
 
     @property
     def receives(self) -> bool:

@@ -1,8 +1,10 @@
 """The operator's API and page: members online, last data, completeness per day, allocation per member
-and month (provisional, and the grid operator's binding figure once imported), the key in use.
+and month (provisional, and the grid operator's binding figure once imported), the key in use, and
+the figures the server refused (per member and reason, and the newest ones with their payload).
 
 Every endpoint needs ``Authorization: Bearer <token>`` (one of ``api.tokens``): the figures are
-per-member personal data. The page itself is static and asks for the token once.
+per-member personal data. The page itself is static and asks for the token once. ``/health`` is
+open (it says only whether the server's threads run) and answers 503 when they do not.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from services.community.ledger import Ledger
 from services.community.roster import Roster
@@ -28,7 +30,12 @@ def _local_day(day: date, tz: str) -> tuple[datetime, datetime]:
 
 
 def _local_iso(epoch: float | None, tz: str) -> str | None:
-    return None if not epoch else datetime.fromtimestamp(epoch, ZoneInfo(tz)).isoformat()
+    if not epoch:
+        return None
+    try:
+        return datetime.fromtimestamp(epoch, ZoneInfo(tz)).isoformat()
+    except (OverflowError, OSError, ValueError):  # a time no member can have sent (a ledger from before admission)
+        return None
 
 
 def create_app(roster: Roster, ledger: Ledger, tokens: list[str], server: Any = None) -> FastAPI:
@@ -52,6 +59,13 @@ def create_app(roster: Roster, ledger: Ledger, tokens: list[str], server: Any = 
     def page() -> str:
         return PAGE
 
+    @app.get("/health")
+    def health() -> JSONResponse:
+        if server is None:
+            return JSONResponse({"ok": True})
+        h = server.health()
+        return JSONResponse(h, status_code=200 if h["ok"] else 503)
+
     @app.get("/api/v1/operations", dependencies=[Depends(auth)])
     def operations() -> list[dict[str, Any]]:
         out = []
@@ -74,6 +88,10 @@ def create_app(roster: Roster, ledger: Ledger, tokens: list[str], server: Any = 
         o = op_or_404(op)
         presence = ledger.presence(op)
         live = server.live.get(op, {}) if server is not None else {}
+        refused: dict[str, int] = {}
+        for r in ledger.dead_letter_counts(op):
+            if r["member"] is not None:
+                refused[r["member"]] = refused.get(r["member"], 0) + r["count"]  # type: ignore[operator]
         out = []
         for m in o.members:
             p = presence.get(m.id)
@@ -84,6 +102,7 @@ def create_app(roster: Roster, ledger: Ledger, tokens: list[str], server: Any = 
                 "status_since": _local_iso(p[1], o.timezone) if p else None,
                 "last_quarter_hour": _local_iso(p[2], o.timezone) if p else None,
                 "last_live": lv[0].time.isoformat() if lv else None,
+                "refused": refused.get(m.id, 0),
             })
         return out
 
@@ -118,6 +137,18 @@ def create_app(roster: Roster, ledger: Ledger, tokens: list[str], server: Any = 
                 r["received_wh"] = r["grid_received_wh"]
             r["source"] = "grid" if "grid_received_wh" in r else "provisional"
         return {"month": month, "key": o.key_label, "provisional": not binding, "members": rows}
+
+    @app.get("/api/v1/operations/{op}/refused", dependencies=[Depends(auth)])
+    def refused(op: str, limit: int = Query(100, ge=1, le=1000)) -> dict[str, Any]:
+        """What the server refused to store: counts per sender and reason, and the newest dead letters."""
+        o = op_or_404(op)
+        counts = ledger.dead_letter_counts(op)
+        for r in counts:
+            r["last_at"] = _local_iso(r["last_at"], o.timezone)  # type: ignore[arg-type]
+        letters = ledger.dead_letters(op, limit)
+        for r in letters:
+            r["received_at"] = _local_iso(r["received_at"], o.timezone)  # type: ignore[arg-type]
+        return {"counts": counts, "total": sum(r["count"] for r in counts), "recent": letters}  # type: ignore[misc]
 
     @app.get("/api/v1/stats", dependencies=[Depends(auth)])
     def stats() -> dict[str, Any]:
@@ -164,22 +195,34 @@ async function load() {
   const month = $('month').value, day = $('day').value;
   let html = '';
   for (const op of ops) {
-    const [mem, alloc, comp] = await Promise.all([get(`/api/v1/operations/${op.id}/members`),
-      get(`/api/v1/operations/${op.id}/allocation?month=${month}`), get(`/api/v1/operations/${op.id}/completeness?day=${day}`)]);
+    const [mem, alloc, comp, ref] = await Promise.all([get(`/api/v1/operations/${op.id}/members`),
+      get(`/api/v1/operations/${op.id}/allocation?month=${month}`), get(`/api/v1/operations/${op.id}/completeness?day=${day}`),
+      get(`/api/v1/operations/${op.id}/refused?limit=20`)]);
     const online = mem.filter(m => m.status === 'online').length;
     const live = op.live ? `live: pool ${op.live.pool_w} W, consumption ${op.live.consumption_w} W, signal <b>${esc(op.live.signal)}</b>,
       ${op.live.members_reporting}/${op.live.members_total} reporting` : 'no live data';
     html += `<h2>${esc(op.name || op.id)}</h2><p>key in use: <b>${esc(op.key)}</b> (${esc(op.rounds.join(', '))});
       <span class=online-count>${online}/${mem.length} members online</span>; ${live}</p>
       <table><tr><th>member</th><th>role</th><th>status</th><th>last quarter-hour</th><th>quarter-hours ${esc(day)}</th>
-      <th>received ${esc(month)} (Wh)</th><th>shared injection (Wh)</th><th>provisional (Wh)</th><th>difference (Wh)</th></tr>` +
+      <th>received ${esc(month)} (Wh)</th><th>shared injection (Wh)</th><th>provisional (Wh)</th><th>difference (Wh)</th>
+      <th>refused figures</th></tr>` +
       mem.map(m => { const a = alloc.members[m.id] || {}, c = comp.members[m.id];
         return `<tr data-member="${esc(m.id)}"><td>${esc(m.id)}</td><td>${esc(m.role)}</td><td class="${esc(m.status.split(' ')[0])}">${esc(m.status)}</td>
         <td>${esc(m.last_quarter_hour)}</td><td class=n>${c ? c.received + '/' + comp.expected : ''}</td>
         <td class="n received">${a.received_wh ?? ''} ${a.received_wh == null ? '' : a.source === 'grid' ? '(grid operator)' : '(provisional)'}</td>
-        <td class=n>${a.injection_shared_wh ?? ''}</td><td class=n>${a.provisional_received_wh ?? ''}</td><td class=n>${a.difference_wh ?? ''}</td></tr>`; }).join('') + '</table>';
+        <td class=n>${a.injection_shared_wh ?? ''}</td><td class=n>${a.provisional_received_wh ?? ''}</td><td class=n>${a.difference_wh ?? ''}</td>
+        <td class="n refused">${m.refused || ''}</td></tr>`; }).join('') + '</table>' + refusedList(ref);
   }
   $('ops').innerHTML = html;
+}
+// figures the server refused to store (implausible, out of time, malformed): who, why, how often
+function refusedList(ref) {
+  if (!ref.total) return '';
+  return `<h3>Refused figures (${ref.total})</h3><table class=refused-counts><tr><th>member</th><th>reason</th><th>count</th><th>last</th></tr>` +
+    ref.counts.map(r => `<tr><td>${esc(r.member ?? 'unknown ' + r.meter)}</td><td>${esc(r.reason)}</td><td class=n>${r.count}</td>
+      <td>${esc(r.last_at)}</td></tr>`).join('') + '</table>' +
+    (ref.recent.length ? `<details><summary>newest</summary><ul>` + ref.recent.map(d =>
+      `<li>${esc(d.received_at)} ${esc(d.member ?? d.meter)} ${esc(d.kind)}: ${esc(d.detail)}</li>`).join('') + '</ul></details>' : '');
 }
 load().catch(e => $('msg').textContent = e.message); setInterval(() => { if (token) load().catch(() => {}); }, 10000);
 </script></html>"""

@@ -201,7 +201,8 @@ def acl_text(community: str, gateways: Mapping[str, str], servers: Sequence[str]
 
 def conf_text(d: BrokerDir, *, port: int = 8883, bind: str = "0.0.0.0", persistence_dir: Path | None = None,
               run_as: str | None = None, max_connections: int = -1, session_cap: str = "14d") -> str:
-    """mosquitto.conf: one TLS listener, no anonymous access, MQTT v5 capable (shared subscriptions).
+    """mosquitto.conf: one TLS listener, no anonymous access, client ids tied to usernames, MQTT v5
+    capable (shared subscriptions).
 
     ``max_queued_messages`` bounds the QoS 1 messages queued per client while it is away: a gateway
     offline for its whole week-long session gets about 700 allocations (96 a day plus re-runs); the
@@ -215,6 +216,10 @@ def conf_text(d: BrokerDir, *, port: int = 8883, bind: str = "0.0.0.0", persiste
         f"password_file {d.passwd}",
         f"acl_file {d.acl}",
         f"listener {port} {bind}",
+        # a client's id is its username: nobody can connect with another's client id and so take over
+        # (disconnect, and wipe the session of) the community server or another gateway. So every
+        # community-server process (each shard) has its own user (``provision --server-user``).
+        "use_username_as_clientid true",
         f"cafile {d.ca_cert}",
         f"certfile {d.server_cert}",
         f"keyfile {d.server_key}",

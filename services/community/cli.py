@@ -40,6 +40,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pp.add_argument("--out", type=Path, default=Path("."), help="where the gateway files go")
     pp.add_argument("--init-broker", metavar="HOST[,HOST...]",
                     help="first run: create the community CA, the broker certificate for HOST and the server's user")
+    pp.add_argument("--server-user", action="append", default=[], metavar="NAME",
+                    help="add a community-server user (repeatable): each server process, each shard, needs its "
+                         "own, since the broker ties client ids to usernames; its password goes to "
+                         "BROKER_DIR/NAME-secrets.toml")
     pp.set_defaults(func=_provision)
     from demo.community import register as register_demo  # demo tooling: only its arguments here
 
@@ -72,6 +76,7 @@ def _load(args: argparse.Namespace):
 
 def _run(args: argparse.Namespace) -> int:
     cfg, community = _load(args)
+    from services.community.admission import Limits
     from services.community.api import create_app
     from services.community.ledger import Ledger
     from services.community.roster import Roster
@@ -79,7 +84,8 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         only = cfg.server.operation_ids(community.id, [op.id for op in community.operations])
-        roster = Roster.build(community, cfg.server.pseudonym_secret.get_secret_value(), only)
+        roster = Roster.build(community, cfg.server.pseudonym_secret.get_secret_value(), only,
+                              default_max_power_w=cfg.server.default_max_power_w)
     except ValueError as exc:
         return _fail(f"server.{exc}")
     if only == []:
@@ -92,6 +98,10 @@ def _run(args: argparse.Namespace) -> int:
     # one persistent session per process: shards started from one configuration must not take over
     # each other's session (the broker would disconnect the older one, back and forth)
     client_id = b.client_id if not cfg.server.shard else f"{b.client_id}-{cfg.server.shard.replace('/', 'of')}"
+    if b.username:
+        # the broker replaces any client id with the username (use_username_as_clientid): say so, so
+        # that the session the server asks to resume is the one the broker keeps
+        client_id = b.username
     ledger = Ledger(cfg.server.database)
     influx = None
     if cfg.influx.enabled:
@@ -103,8 +113,11 @@ def _run(args: argparse.Namespace) -> int:
                    str(b.ca_file) if b.ca_file else None, client_id, session_expiry_s=b.session_expiry_s),
         deadline_s=cfg.server.deadline_s, totals_interval_s=cfg.server.totals_interval_s,
         live_stale_s=cfg.server.live_stale_s, share_group=cfg.server.share_group, influx=influx,
+        limits=Limits(max_age_s=cfg.server.max_age_s, future_tolerance_s=cfg.server.future_tolerance_s,
+                      default_max_power_w=cfg.server.default_max_power_w),
     )
     server.start()
+    _watchdog(server)
     try:
         if cfg.api.enabled:
             import signal
@@ -131,6 +144,35 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _watchdog(server: object) -> None:
+    """systemd (Type=notify): READY once started, then WATCHDOG=1 only while the server's health holds
+    (network loop, worker and ticker alive), so a process that lost them is restarted."""
+    import threading
+
+    from gateway import systemd
+
+    systemd.notify("READY=1\nSTATUS=community server running")
+    period = systemd.watchdog_interval_s()
+    if period is None:
+        return
+
+    def feed() -> None:
+        import logging
+        import time
+
+        log = logging.getLogger("quartier.community.server")
+        while True:
+            time.sleep(period)
+            h = server.health()  # type: ignore[attr-defined]
+            if h["ok"]:
+                systemd.notify("WATCHDOG=1\nSTATUS=" + ("connected" if h["connected"] else "broker unreachable"))
+            else:
+                log.error("community.unhealthy", extra={"threads": h["threads"]})
+                systemd.notify("STATUS=unhealthy: " + ", ".join(k for k, v in h["threads"].items() if not v))
+
+    threading.Thread(target=feed, name="community-watchdog", daemon=True).start()
+
+
 def _exit_cleanly(_signum: int, _frame: object) -> None:
     raise SystemExit(0)
 
@@ -155,6 +197,12 @@ def _provision(args: argparse.Namespace) -> int:
             print(f"broker files in {bdir.root}; server user {user!r}, its password in {bdir.root / 'server-secrets.toml'}")
         if not bdir.ca_cert.exists():
             return _fail(f"{bdir.ca_cert} missing: run provision with --init-broker HOST first")
+        for user in args.server_user:
+            from services.community.provision import write_secret
+
+            password = broker.add_server_user(bdir, community.id, user)
+            write_secret(bdir.root / f"{user}-secrets.toml", f'[broker]\npassword = "{password}"\n')
+            print(f"server user {user!r}, its password in {bdir.root / (user + '-secrets.toml')}")
         by_member = {m.id: (op.id, m.meter) for op in community.operations for m in op.members}
         todo = {}
         for member in args.member:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 # one reader, one secrets check and one error format for every Quartier configuration file
 from gateway.config import ConfigError, check_secret_mode, format_validation_error, merge_tables, read_toml
+from services.community.admission import DEFAULT_FUTURE_TOLERANCE_S, DEFAULT_MAX_AGE_S, DEFAULT_MAX_POWER_W
 from services.community.reconcile import MAPPINGS, ColumnMapping, ReconcileError, build_mapping
 
 
@@ -56,6 +57,11 @@ class ServerSection(_S):
     deadline_s: float = Field(default=300, ge=0)  # after a quarter-hour's end: allocate with estimates
     totals_interval_s: float = Field(default=2.0, gt=0)
     live_stale_s: float = Field(default=30.0, gt=0)
+    # admission (services/community/admission.py): the window of quarter-hour starts the server accepts,
+    # on its own clock, and the maximum power of a member without max_power_w in the community file
+    max_age_s: float = Field(default=DEFAULT_MAX_AGE_S, gt=0)  # the nodes' resend horizon: 40 days
+    future_tolerance_s: float = Field(default=DEFAULT_FUTURE_TOLERANCE_S, ge=0)  # a meter clock ahead
+    default_max_power_w: float = Field(default=DEFAULT_MAX_POWER_W, gt=0)  # 3 x 400 V x 63 A
     pseudonym_secret: SecretStr = SecretStr("")  # secrets file
 
 
@@ -65,7 +71,10 @@ class BrokerSection(_S):
     ca_file: Path | None = None  # None: plain TCP (loopback only)
     username: str | None = None
     password: SecretStr = SecretStr("")  # secrets file
-    client_id: str = "quartier-community"  # with server.shard, "-KofN" is appended
+    # the broker ties a client id to its user (use_username_as_clientid): with a username the server
+    # connects as that client id, so every shard needs its own user; without one (a loopback broker
+    # for tests), this id, with "-KofN" appended under server.shard
+    client_id: str = "quartier-community"
     # the server's persistent session: the broker queues the nodes' quarter-hours while it is down
     session_expiry_s: int = Field(default=7 * 86400, ge=0, le=4294967295)
 

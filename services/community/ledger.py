@@ -50,7 +50,22 @@ CREATE TABLE IF NOT EXISTS presence (
     PRIMARY KEY (operation, member)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS allocation_pending ON allocation (pushed) WHERE pushed = 0;
+-- figures refused at the door (services/community/admission.py): never in member_qh, kept for the
+-- operator with their reason; the newest DEAD_LETTERS_KEPT rows, and a count per member and reason
+-- that is never pruned (a member flooding bad figures cannot fill the disk nor hide its count)
+CREATE TABLE IF NOT EXISTS dead_letter (
+    id INTEGER PRIMARY KEY, operation TEXT NOT NULL, member TEXT, meter TEXT NOT NULL, topic TEXT NOT NULL,
+    kind TEXT NOT NULL, reason TEXT NOT NULL, detail TEXT NOT NULL, payload BLOB NOT NULL, received_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dead_letter_count (
+    operation TEXT NOT NULL, meter TEXT NOT NULL, member TEXT, reason TEXT NOT NULL,
+    count INTEGER NOT NULL, last_at REAL NOT NULL,
+    PRIMARY KEY (operation, meter, reason)
+) WITHOUT ROWID;
 """
+
+DEAD_LETTERS_KEPT = 10_000
+DEAD_LETTER_PAYLOAD_BYTES = 2048
 
 # Quarter-hours with some figures and no allocation yet, with when their first figure arrived: the
 # ticker's deadline runs from that arrival (see CommunityServer.allocate_overdue), and this small
@@ -83,6 +98,23 @@ class Incoming:
     import_wh: int
     export_wh: int
     quality: str
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A refused figure: who sent it (``member`` None for a pseudonym the roster does not know), on
+    which topic, why (an :class:`~services.community.admission.Refusal` code and a sentence), and the
+    payload as received (truncated)."""
+
+    operation: str
+    member: str | None
+    meter: str
+    topic: str
+    kind: str
+    reason: str
+    detail: str
+    payload: bytes
     received_at: float
 
 
@@ -139,6 +171,47 @@ class Ledger:
                 c.execute("ROLLBACK")
                 raise
         return changed
+
+    def add_dead_letters(self, rows: Sequence[DeadLetter]) -> None:
+        """File refused figures (one transaction) and count them per member and reason."""
+        if not rows:
+            return
+        with self._lock:
+            c = self._db
+            c.execute("BEGIN")
+            try:
+                c.executemany(
+                    "INSERT INTO dead_letter (operation, member, meter, topic, kind, reason, detail, payload, received_at) "
+                    "VALUES (?,?,?,?,?,?,?,?,?)",
+                    [(r.operation, r.member, r.meter, r.topic, r.kind, r.reason, r.detail[:500],
+                      r.payload[:DEAD_LETTER_PAYLOAD_BYTES], r.received_at) for r in rows])
+                c.executemany(
+                    "INSERT INTO dead_letter_count VALUES (?,?,?,?,1,?) ON CONFLICT (operation, meter, reason) "
+                    "DO UPDATE SET count=count+1, last_at=max(last_at, excluded.last_at)",
+                    [(r.operation, r.meter, r.member, r.reason, r.received_at) for r in rows])
+                c.execute("DELETE FROM dead_letter WHERE id <= (SELECT max(id) FROM dead_letter) - ?", (DEAD_LETTERS_KEPT,))
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+
+    def dead_letter_counts(self, operation: str) -> list[dict[str, object]]:
+        """Refused figures per sender and reason: member (None if unknown), meter, reason, count, last."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT member, meter, reason, count, last_at FROM dead_letter_count WHERE operation=? "
+                "ORDER BY member, meter, reason", (operation,)).fetchall()
+        return [{"member": m, "meter": p, "reason": r, "count": n, "last_at": t} for m, p, r, n, t in rows]
+
+    def dead_letters(self, operation: str, limit: int = 100) -> list[dict[str, object]]:
+        """The newest refused figures of an operation, newest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT member, meter, topic, kind, reason, detail, payload, received_at FROM dead_letter "
+                "WHERE operation=? ORDER BY id DESC LIMIT ?", (operation, limit)).fetchall()
+        return [{"member": m, "meter": p, "topic": t, "kind": k, "reason": r, "detail": d,
+                 "payload": bytes(b).decode("utf-8", "replace"), "received_at": at}
+                for m, p, t, k, r, d, b, at in rows]
 
     def figures(self, operation: str, start: datetime) -> dict[str, MemberFigures]:
         with self._lock:

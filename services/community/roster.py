@@ -18,6 +18,7 @@ from datetime import datetime
 
 from services.allocation import Settings, allocate_quarter_hour
 from services.allocation.model import Community, Operation
+from services.community.admission import DEFAULT_MAX_POWER_W
 from gateway.wire import pseudonym
 
 
@@ -47,6 +48,7 @@ class Seat:
     pseudonym: str
     receives: bool
     produces: bool
+    max_power_w: float = DEFAULT_MAX_POWER_W  # the community file's value, else a residential default
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,8 @@ class Roster:
     seats: Mapping[str, Seat]  # by pseudonym
 
     @classmethod
-    def build(cls, community: Community, secret: str, only: list[str] | None = None) -> Roster:
+    def build(cls, community: Community, secret: str, only: list[str] | None = None,
+              default_max_power_w: float = DEFAULT_MAX_POWER_W) -> Roster:
         ops = {op.id: op for op in community.operations if not only or op.id in only}
         missing = sorted(set(only or ()) - set(ops))
         if missing:
@@ -69,7 +72,7 @@ class Roster:
                 if m.meter is None:
                     continue  # a member without a meter cannot report: it is never waited for
                 p = pseudonym(m.meter, secret)
-                seats[p] = Seat(op.id, m.id, p, m.receives, m.produces)
+                seats[p] = Seat(op.id, m.id, p, m.receives, m.produces, m.max_power_w or default_max_power_w)
         return cls(community.id, ops, seats)
 
     def members_of(self, operation: str) -> list[Seat]:

@@ -6,10 +6,16 @@ every quarter-hour that became complete; a ticker allocates quarter-hours whose 
 the missing members estimated), publishes each operation's live totals + signal, and a pusher writes
 allocation rows to the central InfluxDB v2 endpoint (tags operation + member; a re-run is a new
 revision one second later in the quarter-hour, never an overwrite: services/community/central.py).
+
+Nothing that arrives is trusted (services/community/admission.py): every figure is checked before it
+is stored, a refused one goes to the ledger's dead letters with its reason; every MQTT callback, every
+quarter-hour's allocation and every operation's totals fail alone (logged and counted), and the
+network loop is supervised: restarted if it dies, reported by :meth:`CommunityServer.health`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import ssl
@@ -21,7 +27,16 @@ from datetime import datetime, timezone
 from typing import Any
 
 from gateway.model import QUARTER
-from services.community.ledger import Incoming, Ledger
+from services.community.admission import (
+    Limits,
+    Refusal,
+    Refused,
+    check_live,
+    check_quarter_hour,
+    screen_live,
+    screen_quarter_hour,
+)
+from services.community.ledger import DeadLetter, Incoming, Ledger
 from services.community.live_totals import operation_totals
 from services.community.roster import (
     QuarterHourResult,
@@ -47,11 +62,26 @@ from services.signal import SignalTracker
 log = logging.getLogger("quartier.community.server")
 
 
+def _json(payload: bytes) -> object:
+    """The payload as JSON (NaN and Infinity included, as Python reads them), or None."""
+    try:
+        return json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+
+
 @dataclass
 class ServerStats:
     received: int = 0
     by_kind: dict[str, int] = field(default_factory=lambda: {"qh": 0, "live": 0, "status": 0})
-    rejected: int = 0  # malformed, unknown meter, wrong operation
+    rejected: int = 0  # every refused message: malformed, unknown meter, wrong operation, implausible
+    refused: dict[str, int] = field(default_factory=dict)  # by reason (admission.Refusal)
+    callback_errors: dict[str, int] = field(default_factory=dict)  # exceptions caught in MQTT callbacks
+    allocation_errors: int = 0  # quarter-hours whose allocation failed (each retried by the ticker)
+    totals_errors: int = 0  # operations whose live totals failed in a round
+    loop_restarts: int = 0  # the MQTT network loop died and was started again
+    disconnects: int = 0  # connections to the broker lost (a takeover of our client id shows here)
+    last_disconnect: str | None = None
     duplicates: int = 0
     allocations: int = 0  # quarter-hour allocations published (re-runs included)
     reruns: int = 0
@@ -90,6 +120,7 @@ class CommunityServer:
         influx: dict[str, str] | None = None,
         clock: Callable[[], float] = time.time,
         on_allocated: Callable[[QuarterHourResult], None] | None = None,
+        limits: Limits | None = None,
     ) -> None:
         import paho.mqtt.client as mqtt
 
@@ -100,6 +131,7 @@ class CommunityServer:
         self.live_stale_s = live_stale_s
         self.clock = clock
         self.on_allocated = on_allocated
+        self.limits = limits or Limits()
         self.stats = ServerStats()
         self.live: dict[str, dict[str, tuple[LiveMsg, float]]] = {op: {} for op in roster.operations}
         self.trackers = {op: SignalTracker() for op in roster.operations}
@@ -110,6 +142,9 @@ class CommunityServer:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._connected = threading.Event()
+        self._beats: dict[str, float] = {}  # thread -> time.monotonic() of its last round (health)
+        self._failing: set[tuple[str, datetime]] = set()  # quarter-hours whose allocation failed (logged once)
+        self._net: threading.Thread | None = None
         self._filters = ingest_filters(roster.community, sorted(roster.operations), share_group)
         self._influx_cfg = influx
         # QoS 1 messages are acknowledged by hand, after the batch that holds them is committed: a
@@ -123,9 +158,12 @@ class CommunityServer:
         c.max_inflight_messages_set(1000)
         c.max_queued_messages_set(0)
         c.reconnect_delay_set(1, 30)
-        c.on_connect = self._on_connect
-        c.on_disconnect = lambda *a, **k: self._connected.clear()
-        c.on_message = self._on_message
+        # every callback is guarded (_guard): an exception in one is logged and counted, never the end of
+        # paho's network loop; suppress_exceptions is paho's own net for whatever remains
+        c.suppress_exceptions = True
+        c.on_connect = self._guard("connect", self._on_connect)
+        c.on_disconnect = self._guard("disconnect", self._on_disconnect)
+        c.on_message = self._guard("message", self._on_message)
         self.client = c
         self.broker = broker
 
@@ -134,7 +172,8 @@ class CommunityServer:
     def start(self) -> None:
         b = self.broker
         connect_async(self.client, b.host, b.port, keepalive=30, session_expiry_s=b.session_expiry_s)
-        self.client.loop_start()
+        self._net = threading.Thread(target=self._network, name="community-mqtt", daemon=True)
+        self._net.start()
         for name, target in (("worker", self._work), ("ticker", self._tick), ("pusher", self._push_loop)):
             if name == "pusher" and not self._influx_cfg:
                 continue
@@ -150,9 +189,61 @@ class CommunityServer:
         for t in self._threads:
             t.join(10)
         self.client.disconnect()
-        self.client.loop_stop()
+        if self._net is not None:
+            self._net.join(10)
+
+    def health(self, now_monotonic: float | None = None, stale_s: float = 30.0) -> dict[str, Any]:
+        """Whether the process still does its job: the network loop runs and the worker and ticker
+        went round lately. The operator's ``/health`` and the systemd watchdog read this, so a
+        process whose threads died is restarted rather than left up, green and deaf."""
+        now = time.monotonic() if now_monotonic is None else now_monotonic
+        threads = {"mqtt": self._net is not None and self._net.is_alive()}
+        for t in self._threads:
+            name = t.name.removeprefix("community-")
+            if name == "pusher":
+                continue
+            beat = self._beats.get(name)
+            threads[name] = t.is_alive() and beat is not None and now - beat <= stale_s
+        return {"ok": all(threads.values()) and bool(threads), "threads": threads,
+                "connected": self._connected.is_set(), "loop_restarts": self.stats.loop_restarts,
+                "callback_errors": sum(self.stats.callback_errors.values())}
 
     # -- MQTT ------------------------------------------------------------------------------------
+
+    def _network(self) -> None:
+        """paho's network loop, supervised: if it ever raises, log, count and run it again."""
+        while not self._stop.is_set():
+            try:
+                self.client.loop_forever(retry_first_connection=True)
+            except Exception as exc:
+                self.stats.loop_restarts += 1
+                self._connected.clear()
+                log.error("community.network_loop_died", extra={"error": repr(exc)}, exc_info=True)
+            if not self._stop.wait(1.0):
+                try:  # loop_forever returned or died: connect again (paho left the socket as it was)
+                    self.client.reconnect()
+                except Exception as exc:  # the loop retries by itself
+                    log.warning("community.reconnect_failed", extra={"error": repr(exc)})
+
+    def _guard(self, name: str, fn: Callable[..., None]) -> Callable[..., None]:
+        """``fn`` as a paho callback that never raises into paho's network thread."""
+
+        def guarded(*args: Any, **kwargs: Any) -> None:
+            try:
+                fn(*args, **kwargs)
+            except Exception as exc:
+                self.stats.callback_errors[name] = self.stats.callback_errors.get(name, 0) + 1
+                log.error("community.callback_failed", extra={"callback": name, "error": repr(exc)}, exc_info=True)
+
+        return guarded
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, rc: Any = None, props: Any = None) -> None:
+        self._connected.clear()
+        if self._stop.is_set():
+            return
+        self.stats.disconnects += 1
+        self.stats.last_disconnect = str(rc)
+        log.warning("community.disconnected", extra={"reason": str(rc)})
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
         if rc.is_failure:
@@ -174,6 +265,7 @@ class CommunityServer:
 
     def _work(self) -> None:
         while not self._stop.is_set():
+            self._beats["worker"] = time.monotonic()
             try:
                 first = self._q.get(timeout=0.1)
             except queue.Empty:
@@ -194,43 +286,102 @@ class CommunityServer:
                     self.client.ack(mid, qos)
 
     def handle_batch(self, batch: list[tuple[str, bytes, float]]) -> None:
+        """Check, store and allocate a batch of messages (``received`` is the server's clock).
+
+        Each message is judged alone: a refused one is filed as a dead letter with its reason, the
+        others go on; each touched quarter-hour is allocated alone (a failure leaves it pending for
+        the ticker, and the next quarter-hour is allocated all the same)."""
         rows: list[Incoming] = []
+        dead: list[DeadLetter] = []
         last_in: dict[tuple[str, datetime], float] = {}
         for topic, payload, received in batch:
             self.stats.received += 1
             try:
-                _, op, meter, kind = parse_meter_topic(topic)
-                self.stats.by_kind[kind] = self.stats.by_kind.get(kind, 0) + 1
-                seat = self.roster.seats.get(meter)
-                if seat is None or seat.operation != op:
-                    raise WireError(f"unknown meter {meter} in operation {op}")
-                if kind == "qh":
-                    m = decode(QuarterHourMsg, payload)
-                    if m.meter != meter or m.operation != op:  # the topic is what the broker authenticated
-                        raise WireError("payload meter/operation differ from the topic")
-                    rows.append(Incoming(op, seat.member, m.start, m.import_wh, m.export_wh, m.quality, received))
-                    key = (op, m.start)
-                    last_in[key] = max(last_in.get(key, 0.0), received)
-                elif kind == "live":
-                    lm = decode(LiveMsg, payload)
-                    if lm.meter != meter or lm.operation != op:
-                        raise WireError("payload meter/operation differ from the topic")
-                    self.live[op][seat.member] = (lm, received)
-                elif kind == "status":
-                    self.ledger.set_status(op, seat.member, payload.decode("utf-8", "replace")[:16], received)
-            except (WireError, UnicodeError) as exc:
-                self.stats.rejected += 1
-                log.warning("community.rejected", extra={"topic": topic, "error": str(exc)})
+                row = self._admit(topic, payload, received)
+            except Exception as exc:  # a bug meeting an odd payload: that message alone is refused
+                log.error("community.admit_failed", extra={"topic": topic, "error": repr(exc)}, exc_info=True)
+                row = self._dead(topic, payload, received, Refused(Refusal.MALFORMED, f"could not be read: {exc!r}"[:300]))
+            if isinstance(row, DeadLetter):
+                dead.append(row)
+            elif row is not None:
+                rows.append(row)
+                key = (row.operation, row.start)
+                last_in[key] = max(last_in.get(key, 0.0), received)
+        self.ledger.add_dead_letters(dead)
         if not rows:
             return
         changed = self.ledger.add_quarter_hours(rows)
         self.stats.duplicates += len(rows) - len(changed)
         touched = sorted({(r.operation, r.start) for r in changed})
         for op, start in touched:
-            figures = self.ledger.figures(op, start)
-            already = self.ledger.is_allocated(op, start)  # late or corrected data: re-run
-            if len(figures) >= len(self.seats_by_op[op]) or already:
-                self.allocate(op, start, figures, rerun=already, last_in=last_in.get((op, start)))
+            try:
+                figures = self.ledger.figures(op, start)
+                already = self.ledger.is_allocated(op, start)  # late or corrected data: re-run
+                if len(figures) >= len(self.seats_by_op[op]) or already:
+                    self.allocate(op, start, figures, rerun=already, last_in=last_in.get((op, start)))
+            except Exception as exc:  # stays pending: the ticker tries again at the deadline
+                self._allocation_failed(op, start, exc)
+
+    def _admit(self, topic: str, payload: bytes, received: float) -> Incoming | DeadLetter | None:
+        """One message: a quarter-hour row to store, a dead letter, or None (live and status are
+        applied here)."""
+        try:
+            _, op, meter, kind = parse_meter_topic(topic)
+        except WireError as exc:
+            return self._dead(topic, payload, received, Refused(Refusal.MALFORMED, str(exc)))
+        self.stats.by_kind[kind] = self.stats.by_kind.get(kind, 0) + 1
+        seat = self.roster.seats.get(meter)
+        if seat is None or seat.operation != op:
+            return self._dead(topic, payload, received, Refused(Refusal.UNKNOWN_METER, f"unknown meter {meter} in operation {op}"))
+        try:
+            if kind in ("qh", "live"):  # the figures first, so that a refusal names what is wrong with them
+                raw = _json(payload)
+                bad = (screen_quarter_hour(raw, received, seat.max_power_w, self.limits) if kind == "qh"
+                       else screen_live(raw, seat.max_power_w))
+                if bad is not None:
+                    return self._dead(topic, payload, received, bad, seat.member)
+            if kind == "qh":
+                m = decode(QuarterHourMsg, payload)
+                if m.meter != meter or m.operation != op:  # the topic is what the broker authenticated
+                    return self._dead(topic, payload, received, Refused(Refusal.IDENTITY, "payload meter/operation differ from the topic"), seat.member)
+                bad = check_quarter_hour(m.start, m.import_wh, m.export_wh, received, seat.max_power_w, self.limits)
+                if bad is not None:
+                    return self._dead(topic, payload, received, bad, seat.member)
+                return Incoming(op, seat.member, m.start, m.import_wh, m.export_wh, m.quality, received)
+            if kind == "live":
+                lm = decode(LiveMsg, payload)
+                if lm.meter != meter or lm.operation != op:
+                    return self._dead(topic, payload, received, Refused(Refusal.IDENTITY, "payload meter/operation differ from the topic"), seat.member)
+                bad = check_live(lm.import_w, lm.export_w, lm.qh_import_wh, lm.qh_export_wh, seat.max_power_w)
+                if bad is not None:
+                    return self._dead(topic, payload, received, bad, seat.member)
+                self.live[op][seat.member] = (lm, received)
+            elif kind == "status":
+                self.ledger.set_status(op, seat.member, payload.decode("utf-8", "replace")[:16], received)
+            else:  # alloc/resend are the server's own topics: a node never publishes there
+                return self._dead(topic, payload, received, Refused(Refusal.MALFORMED, f"{kind}: not a node's topic"), seat.member)
+        except WireError as exc:
+            return self._dead(topic, payload, received, Refused(Refusal.MALFORMED, str(exc)), seat.member)
+        return None
+
+    def _dead(self, topic: str, payload: bytes, received: float, why: Refused, member: str | None = None) -> DeadLetter:
+        parts = topic.split("/")
+        op, meter, kind = (parts[3], parts[5], parts[6]) if len(parts) == 7 else ("", "", "")
+        self.stats.rejected += 1
+        self.stats.refused[why.reason.value] = self.stats.refused.get(why.reason.value, 0) + 1
+        log.warning("community.refused", extra={"topic": topic, "operation": op, "member": member, "meter": meter,
+                                                "reason": why.reason.value, "detail": why.detail})
+        return DeadLetter(op, member, meter, topic, kind, why.reason.value, why.detail, bytes(payload), received)
+
+    def _allocation_failed(self, op: str, start: datetime, exc: Exception) -> None:
+        self.stats.allocation_errors += 1
+        first = (op, start) not in self._failing
+        if len(self._failing) > 10_000:
+            self._failing.clear()
+        self._failing.add((op, start))
+        # the first failure of a quarter-hour with its traceback; its retries at every tick are counted
+        log.log(logging.ERROR if first else logging.DEBUG, "community.allocation_failed",
+                extra={"operation": op, "start": start.isoformat(), "error": repr(exc)}, exc_info=first)
 
     # -- allocation ------------------------------------------------------------------------------
 
@@ -277,10 +428,18 @@ class CommunityServer:
         """
         done = 0
         for op in self.roster.operations:
-            for start in self.ledger.pending_starts(op, now_s - self.deadline_s + 1e-6):
-                res = self.allocate(op, start)
-                done += 1
-                self._ask_online(op, start, res.estimated)
+            try:
+                pending = self.ledger.pending_starts(op, now_s - self.deadline_s + 1e-6)
+            except Exception as exc:
+                self._allocation_failed(op, datetime.fromtimestamp(0, timezone.utc), exc)
+                continue
+            for start in pending:  # one at a time: a failing quarter-hour never holds up the next
+                try:
+                    res = self.allocate(op, start)
+                    done += 1
+                    self._ask_online(op, start, res.estimated)
+                except Exception as exc:
+                    self._allocation_failed(op, start, exc)
         return done
 
     def _ask_online(self, op: str, start: datetime, missing: tuple[str, ...]) -> None:
@@ -302,13 +461,22 @@ class CommunityServer:
         """Ask every member we have heard from for its quarter-hours since the last one we hold (QoS 1,
         so a node offline now gets it on its return); duplicates are collapsed on arrival."""
         sent = 0
+        now_s = self.clock()
+        # what we ask from lies in the window we accept: a ledger holding a start beyond it (written
+        # before admission checks existed) must not make the request itself impossible
+        oldest, newest = now_s - self.limits.max_age_s, now_s + self.limits.future_tolerance_s
         for op, seats in self.seats_by_op.items():
             presence = self.ledger.presence(op)
             for seat in seats:
                 p = presence.get(seat.member)
                 if p and p[2]:
-                    self._resend(op, seat.pseudonym, datetime.fromtimestamp(p[2], timezone.utc) + QUARTER, None)
-                    sent += 1
+                    since = min(max(float(p[2]) + QUARTER.total_seconds(), oldest), newest)
+                    try:
+                        self._resend(op, seat.pseudonym, datetime.fromtimestamp(since, timezone.utc), None)
+                        sent += 1
+                    except Exception as exc:
+                        log.error("community.resend_failed", extra={"operation": op, "member": seat.member,
+                                                                   "error": repr(exc)})
         if sent:
             log.info("community.resend_requested", extra={"members": sent})
         return sent
@@ -324,11 +492,15 @@ class CommunityServer:
         next_totals = 0.0
         next_deadline = 0.0
         while not self._stop.wait(0.2):
+            self._beats["ticker"] = time.monotonic()
             now_s = self.clock()
             try:
                 if now_s >= next_deadline:
                     next_deadline = now_s + 5.0
                     self.allocate_overdue(now_s)
+            except Exception as exc:
+                log.error("community.tick_failed", extra={"error": repr(exc)}, exc_info=True)
+            try:
                 if now_s >= next_totals:
                     next_totals = now_s + self.totals_interval_s
                     self.publish_totals(now_s)
@@ -338,9 +510,13 @@ class CommunityServer:
     def publish_totals(self, now_s: float) -> None:
         now = datetime.fromtimestamp(now_s, timezone.utc)
         for op, seats in self.seats_by_op.items():
-            msg = operation_totals(op, seats, self.live[op], now, now_s, self.live_stale_s, self.trackers[op])
-            self.last_totals[op] = msg
-            self.client.publish(operation_topic(self.roster.community, op), msg.to_bytes(), qos=0, retain=True)
+            try:  # one operation's failure leaves the others' totals and signal going
+                msg = operation_totals(op, seats, self.live[op], now, now_s, self.live_stale_s, self.trackers[op])
+                self.last_totals[op] = msg
+                self.client.publish(operation_topic(self.roster.community, op), msg.to_bytes(), qos=0, retain=True)
+            except Exception as exc:
+                self.stats.totals_errors += 1
+                log.error("community.totals_failed", extra={"operation": op, "error": repr(exc)}, exc_info=True)
 
     # -- central store ---------------------------------------------------------------------------
 
