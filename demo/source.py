@@ -6,7 +6,6 @@ through pyserial, so the demo exercises exactly what runs on a Pi.
 
 from __future__ import annotations
 
-import logging
 import threading
 from datetime import datetime
 from typing import Literal
@@ -14,8 +13,9 @@ from typing import Literal
 from pydantic import Field
 
 from gateway.sources import SourceContext, SourceKind, SourceSettings
+from gateway.logs import get_logger
 
-log = logging.getLogger("quartier.demo.source")
+log = get_logger("quartier.demo.source")
 
 
 class SimulatedSettings(SourceSettings):

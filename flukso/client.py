@@ -17,7 +17,6 @@ are logged once per sensor.
 
 from __future__ import annotations
 
-import logging
 import random
 import re
 import socket
@@ -51,8 +50,9 @@ from flukso.sensors import (
     parse_sensor_config,
 )
 from gateway.model import QuarterHour, Reading
+from gateway.logs import get_logger
 
-log = logging.getLogger("quartier.flukso")
+log = get_logger("quartier.flukso")
 
 BAD_INPUT = ("malformed", "unknown_unit", "backwards", "future")
 QOS = 1

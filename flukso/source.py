@@ -7,15 +7,15 @@ opens.
 
 from __future__ import annotations
 
-import logging
 import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from gateway.sources import SourceContext, SourceKind, SourceSettings
+from gateway.logs import get_logger
 
-log = logging.getLogger("quartier.flukso.source")
+log = get_logger("quartier.flukso.source")
 
 
 class FluksoSensor(BaseModel):

@@ -42,8 +42,9 @@ from pathlib import Path
 
 from gateway.model import QuarterHour, Reading
 from gateway.pipeline import Pipeline, utc_iso
+from gateway.logs import get_logger
 
-log = logging.getLogger("quartier.gateway.live")
+log = get_logger("quartier.gateway.live")
 
 PROTOCOL_VERSION = 1
 SOCKET_NAME = "live.sock"

@@ -7,7 +7,6 @@ the commit fails (disk full, database locked) it stays in memory and is retried,
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -17,8 +16,9 @@ from datetime import datetime, timedelta
 from gateway.from_p1 import NotAReading, to_reading
 from gateway.model import QuarterHour, Reading
 from gateway.quarter_hours import LiveQuarter, QuarterHourAggregator
+from gateway.logs import get_logger
 
-log = logging.getLogger("quartier.gateway.pipeline")
+log = get_logger("quartier.gateway.pipeline")
 
 
 @dataclass(slots=True)

@@ -25,7 +25,6 @@ never leaves the node. paho-mqtt is imported when an :class:`Uplink` is built.
 
 from __future__ import annotations
 
-import logging
 import random
 import ssl
 import threading
@@ -50,11 +49,12 @@ from gateway.wire import (
     meter_topic,
     operation_topic,
 )
+from gateway.logs import get_logger
 
 if TYPE_CHECKING:
     from gateway.store import Store
 
-log = logging.getLogger("quartier.gateway.uplink")
+log = get_logger("quartier.gateway.uplink")
 
 SINK_NAME = "uplink"
 RESEND_HORIZON = timedelta(days=40)

@@ -7,12 +7,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from typing import BinaryIO
+from gateway.logs import get_logger
 
-log = logging.getLogger("quartier.p1")
+log = get_logger("quartier.p1")
 
 CHUNK = 64 * 1024
 

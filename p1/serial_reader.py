@@ -11,7 +11,6 @@ This is the only module of ``p1`` that imports pyserial.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Generator, Iterator
@@ -31,8 +30,9 @@ from typing import Self
 from p1.decode import parse_telegram
 from p1.framing import DEFAULT_MAX_BUFFER, Framer
 from p1.telegram import Telegram
+from gateway.logs import get_logger
 
-log = logging.getLogger("quartier.p1")
+log = get_logger("quartier.p1")
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,6 @@ Failure policy (the loop lives in :class:`gateway.sinks.OutboxSink`):
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections import deque
 from collections.abc import Sequence
@@ -29,13 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.model import Quality, QuarterHour
 from gateway.sinks import OutboxSink, SinkUnavailable, parse_retry_after
+from gateway.logs import get_logger
 
 if TYPE_CHECKING:
     import random
 
     from gateway.store import Store
 
-log = logging.getLogger("quartier.gateway.sinks.influx")
+log = get_logger("quartier.gateway.sinks.influx")
 
 # the quality as an integer field: VictoriaMetrics drops string fields
 QUALITY_CODES: dict[Quality, int] = {Quality.MEASURED: 0, Quality.INTERPOLATED: 1, Quality.ESTIMATED: 2}

@@ -19,7 +19,6 @@ Times are stored as UNIX seconds (UTC); per-tariff dicts and flags as compact JS
 from __future__ import annotations
 
 import json
-import logging
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -49,8 +48,9 @@ from gateway.store.schema import (
     encode,
     quarter_hours_in,
 )
+from gateway.logs import get_logger
 
-log = logging.getLogger("quartier.gateway.store")
+log = get_logger("quartier.gateway.store")
 
 
 @dataclass(slots=True, frozen=True)

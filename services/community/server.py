@@ -10,7 +10,6 @@ revision one second later in the quarter-hour, never an overwrite: services/comm
 
 from __future__ import annotations
 
-import logging
 import queue
 import ssl
 import threading
@@ -43,8 +42,9 @@ from gateway.wire import (
     parse_meter_topic,
 )
 from services.signal import SignalTracker
+from gateway.logs import get_logger
 
-log = logging.getLogger("quartier.community.server")
+log = get_logger("quartier.community.server")
 
 
 @dataclass

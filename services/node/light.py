@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import threading
 import urllib.error
@@ -34,8 +33,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal
+from gateway.logs import get_logger
 
-log = logging.getLogger("quartier.services.light")
+log = get_logger("quartier.services.light")
 
 DEFAULT_PINS = (17, 27, 22)  # BCM numbers of green, amber, red: header pins 11, 13, 15 (hardware/README.md)
 DEFAULT_CONFIG = Path("/etc/quartier/quartier.toml")

@@ -34,14 +34,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import re
 import socket
 import threading
 import time
 from dataclasses import dataclass
+from gateway.logs import get_logger
 
-log = logging.getLogger("quartier.services.mqtt")
+log = get_logger("quartier.services.mqtt")
 
 VERSION = "0.1.0"
 ONLINE, OFFLINE = "online", "offline"

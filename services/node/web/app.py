@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-import logging
 import os
 import time
 from contextlib import asynccontextmanager
@@ -26,12 +25,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
+from gateway.logs import get_logger
 from services.signal import Alert
 from services.node.web.figures import allocation_view, period_bounds, quarter_hours_view
 from services.node.web.service import WebService, is_data_update
 from services.node.web.state import Update, iso
 
-log = logging.getLogger("quartier.services.web")
+log = get_logger("quartier.services.web")
 
 API = "/api/v1"
 MAX_RANGE = timedelta(days=31)
@@ -219,7 +219,7 @@ def create_app(service: WebService) -> FastAPI:
     def put_alert(body: AlertRequest) -> dict:
         now = service.state.meter_now() or datetime.now(UTC)
         alert = Alert(start=now, until=now + timedelta(minutes=body.minutes), message=body.message)
-        log.info("signal.alert_raised", extra={"until": iso(alert.until), "message": body.message})
+        log.info("signal.alert_raised", extra={"until": iso(alert.until), "alert_message": body.message})
         return service.state.set_alert(alert).as_dict()
 
     @app.delete(f"{API}/alert", dependencies=authorised, responses=refusals, summary="End the reduce-now alert")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import time
 from collections.abc import Callable
@@ -23,8 +22,9 @@ from services.node.web.fleet import Fleet, MemberQuarterHour, OperationSetup
 from services.node.web.history import History
 from services.node.web.live_client import LiveClient
 from services.node.web.state import DayTotals, NodeState, Update
+from gateway.logs import get_logger
 
-log = logging.getLogger("quartier.services.web")
+log = get_logger("quartier.services.web")
 
 
 @dataclass(frozen=True, slots=True)

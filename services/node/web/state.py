@@ -8,7 +8,6 @@ runs on the web service's event loop thread, and listeners are called synchronou
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,8 +24,9 @@ from services.signal import (
     TriggeredLoad,
 )
 from services.node.web.fleet import Fleet
+from gateway.logs import get_logger
 
-log = logging.getLogger("quartier.services.web")
+log = get_logger("quartier.services.web")
 
 QUARTER_S = 900.0
 
