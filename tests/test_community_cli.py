@@ -131,6 +131,20 @@ def test_operator_api_needs_a_token_and_shows_members_completeness_and_allocatio
     ledger.close()
 
 
+@pytest.mark.parametrize("path, field", [
+    ("completeness?day=9999-12-31", "day"), ("completeness?day=0001-01-01", "day"),
+    ("allocation?month=9999-12", "month"), ("allocation?month=0000-01", "month"), ("allocation?month=0001-01", "month"),
+    ("allocation?month=2026-13", "month"),
+])
+def test_operator_api_refuses_out_of_range_dates_naming_the_field(tmp_path: Path, path: str, field: str) -> None:
+    """Issue 13: an out-of-range day or month answered 500."""
+    srv, ledger = seeded(tmp_path, T0)
+    client = TestClient(create_app(srv.roster, ledger, [TOKEN], srv), raise_server_exceptions=False)
+    r = client.get(f"/api/v1/operations/op1/{path}", headers={"Authorization": f"Bearer {TOKEN}"})
+    ledger.close()
+    assert r.status_code == 422 and r.json()["detail"].startswith(f"{field}: "), r.text
+
+
 def test_server_config_keeps_secrets_out_of_the_main_file(tmp_path: Path) -> None:
     from services.community.config import ConfigError, load_server_config
 
