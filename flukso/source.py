@@ -21,7 +21,7 @@ log = get_logger("quartier.flukso.source")
 class FluksoSensor(BaseModel):
     """One Fluksometer sensor: what it measures for which meter (roles: see flukso/sensors.py)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     id: str  # the sensor id, 32 hex digits
     role: Literal["grid_import", "grid_export", "grid_net", "production", "consumption"]

@@ -176,6 +176,29 @@ def test_server_config_errors_name_key_and_value_but_never_a_secret(tmp_path: Pa
         load_server_config(cfg)
 
 
+def test_server_config_refuses_what_it_cannot_trust(tmp_path: Path) -> None:
+    """Issue 13: non-UTF-8, a directory, inf/nan and settings in the secrets file, named by file and key."""
+    from services.community.config import ConfigError, load_server_config
+
+    cfg = server_config(tmp_path)
+    good = cfg.read_text()
+    with pytest.raises(ConfigError, match=f"config {tmp_path}: is a directory"):
+        load_server_config(tmp_path)
+    cfg.write_bytes(good.replace('username = "srv"', 'username = "s\xe9rv"').encode("latin-1"))
+    with pytest.raises(ConfigError, match=f"config {cfg}: not UTF-8 text"):
+        load_server_config(cfg)
+    cfg.write_text(good.replace("[broker]", "deadline_s = inf\n[broker]"))
+    with pytest.raises(ConfigError, match=r"server.deadline_s = inf: Input should be a finite number"):
+        load_server_config(cfg)
+    cfg.write_text(good)
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text(secrets.read_text() + '[broker]\nhost = "evil.example"\n')
+    with pytest.raises(ConfigError, match=f"secrets file {secrets}: broker.host is not a secret; it belongs in the config file"):
+        load_server_config(cfg)
+    done = quartier("community", "reconcile", "--config", str(cfg), "--operation", "op1", "--file", str(cfg))
+    assert done.returncode == 2 and "broker.host is not a secret" in done.stderr and "Traceback" not in done.stderr
+
+
 def test_quartier_community_runs_the_server_and_its_api(tmp_path: Path, mosquitto) -> None:
     import urllib.request
 
