@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+
 from gateway.logs import get_logger
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))

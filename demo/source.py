@@ -12,8 +12,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from gateway.sources import SourceContext, SourceKind, SourceSettings
 from gateway.logs import get_logger
+from gateway.sources import SourceContext, SourceKind, SourceSettings
 
 log = get_logger("quartier.demo.source")
 

@@ -49,8 +49,8 @@ from flukso.sensors import (
     check_against_device,
     parse_sensor_config,
 )
-from gateway.model import QuarterHour, Reading
 from gateway.logs import get_logger
+from gateway.model import QuarterHour, Reading
 
 log = get_logger("quartier.flukso")
 

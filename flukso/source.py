@@ -12,8 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from gateway.sources import SourceContext, SourceKind, SourceSettings
 from gateway.logs import get_logger
+from gateway.sources import SourceContext, SourceKind, SourceSettings
 
 log = get_logger("quartier.flukso.source")
 

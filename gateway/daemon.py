@@ -23,9 +23,9 @@ from pathlib import Path
 from gateway import systemd
 from gateway.clock import clock_synchronised
 from gateway.config import Config
+from gateway.logs import get_logger
 from gateway.pipeline import Pipeline, utc_iso
 from gateway.sources import Source
-from gateway.logs import get_logger
 
 log = get_logger("quartier.gateway.daemon")
 

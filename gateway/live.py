@@ -40,9 +40,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.logs import get_logger
 from gateway.model import QuarterHour, Reading
 from gateway.pipeline import Pipeline, utc_iso
-from gateway.logs import get_logger
 
 log = get_logger("quartier.gateway.live")
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from gateway.from_p1 import NotAReading, to_reading
+from gateway.logs import get_logger
 from gateway.model import QuarterHour, Reading
 from gateway.quarter_hours import LiveQuarter, QuarterHourAggregator
-from gateway.logs import get_logger
 
 log = get_logger("quartier.gateway.pipeline")
 

@@ -29,8 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from gateway.model import QUARTER, ClockQuality, Quality, QuarterHour, Reading, floor_quarter
 from gateway.logs import get_logger
+from gateway.model import QUARTER, ClockQuality, Quality, QuarterHour, Reading, floor_quarter
 
 log = get_logger("quartier.gateway.aggregator")
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
+from gateway.logs import get_logger
 from gateway.model import QuarterHour
 from gateway.sinks import OutboxSink, SinkUnavailable
 from gateway.wire import connect_async
@@ -49,7 +50,6 @@ from gateway.wire import (
     meter_topic,
     operation_topic,
 )
-from gateway.logs import get_logger
 
 if TYPE_CHECKING:
     from gateway.store import Store

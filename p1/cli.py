@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 from typing import BinaryIO
+
 from gateway.logs import get_logger
 
 log = get_logger("quartier.p1")

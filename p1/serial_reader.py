@@ -27,10 +27,10 @@ except ImportError:  # pragma: no cover - non-POSIX
 
 from typing import Self
 
+from gateway.logs import get_logger
 from p1.decode import parse_telegram
 from p1.framing import DEFAULT_MAX_BUFFER, Framer
 from p1.telegram import Telegram
-from gateway.logs import get_logger
 
 log = get_logger("quartier.p1")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+
 from gateway.logs import get_logger
 
 USER_ERROR = 2

@@ -26,9 +26,9 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from gateway.logs import get_logger
 from gateway.model import Quality, QuarterHour
 from gateway.sinks import OutboxSink, SinkUnavailable, parse_retry_after
-from gateway.logs import get_logger
 
 if TYPE_CHECKING:
     import random

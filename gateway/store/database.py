@@ -28,6 +28,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from gateway.logs import get_logger
 from gateway.model import Quality, QuarterHour
 from gateway.store import schema
 from gateway.store.allocations import AllocationsMixin
@@ -48,7 +49,6 @@ from gateway.store.schema import (
     encode,
     quarter_hours_in,
 )
-from gateway.logs import get_logger
 
 log = get_logger("quartier.gateway.store")
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from gateway.store.schema import _bound, _from_seconds
 from gateway.logs import get_logger
+from gateway.store.schema import _bound, _from_seconds
 
 log = get_logger("quartier.gateway.store")
 

@@ -29,8 +29,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.wire import check_segment
 from gateway.logs import get_logger
+from gateway.wire import check_segment
 
 log = get_logger("quartier.community.broker")
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from gateway.logs import get_logger
 from gateway.model import QUARTER
 from services.community.ledger import Incoming, Ledger
 from services.community.live_totals import operation_totals
@@ -42,7 +43,6 @@ from gateway.wire import (
     parse_meter_topic,
 )
 from services.signal import SignalTracker
-from gateway.logs import get_logger
 
 log = get_logger("quartier.community.server")
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal
+
 from gateway.logs import get_logger
 
 log = get_logger("quartier.services.light")

@@ -39,6 +39,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+
 from gateway.logs import get_logger
 
 log = get_logger("quartier.services.mqtt")

@@ -16,9 +16,9 @@ from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from gateway.logs import get_logger
 from gateway.model import QuarterHour
 from gateway.store import SCHEMA_VERSION, Allocation, DailyTotal, MonthlyTotal, Store, StoreError
-from gateway.logs import get_logger
 
 log = get_logger("quartier.services.web")
 

@@ -12,6 +12,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
+
 from gateway.logs import get_logger
 
 log = get_logger("quartier.services.web")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import signal
 
-from services.node.web.fleet import Fleet
 from gateway.logs import get_logger
+from services.node.web.fleet import Fleet
 
 log = get_logger("quartier.services.web")
 

@@ -16,13 +16,13 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from gateway.logs import get_logger
 from services.signal import SignalSettings
 from services.node.web.figures import Prices, local_midnight
 from services.node.web.fleet import Fleet, MemberQuarterHour, OperationSetup
 from services.node.web.history import History
 from services.node.web.live_client import LiveClient
 from services.node.web.state import DayTotals, NodeState, Update
-from gateway.logs import get_logger
 
 log = get_logger("quartier.services.web")
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from gateway.logs import get_logger
 from services.signal import (
     Alert,
     QuarterSoFar,
@@ -24,7 +25,6 @@ from services.signal import (
     TriggeredLoad,
 )
 from services.node.web.fleet import Fleet
-from gateway.logs import get_logger
 
 log = get_logger("quartier.services.web")
 
