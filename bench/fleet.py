@@ -58,6 +58,7 @@ from fleet_nodes import (
     proc_status,
     raise_fd_limit,
 )
+from gateway.logs import get_logger
 
 
 def community_toml(n: int) -> str:
@@ -270,7 +271,7 @@ def main() -> int:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("quartier.community").setLevel(logging.ERROR)  # an outage is expected here
+    get_logger("quartier.community").setLevel(logging.ERROR)  # an outage is expected here
     from services.allocation.model import load_community
     from services.community.ledger import Ledger
     from services.community.roster import Roster

@@ -33,6 +33,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from gateway.logs import get_logger
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 SECRET = "bench-secret"
@@ -303,7 +305,7 @@ def node_proc(index: list[int], host: str, port: int, live_interval: float, cmd:
     raise_fd_limit()
     logging.basicConfig(level=logging.WARNING)
     # a broker outage makes every node log uplink.disconnected and sink.down: 1,000 lines of noise
-    logging.getLogger("quartier").setLevel(logging.ERROR)
+    get_logger("quartier").setLevel(logging.ERROR)
     # imported before the first figure: they count in the process's base, not per gateway
     import paho.mqtt.client  # noqa: F401
 

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fleet_nodes import COMMUNITY, OP, SECRET, T0, Fleet, raise_fd_limit
+from gateway.logs import get_logger
 
 
 def process_cpu() -> float:
@@ -57,7 +58,7 @@ def main() -> int:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("quartier").setLevel(logging.ERROR)  # each stop logs uplink.disconnected
+    get_logger("quartier").setLevel(logging.ERROR)  # each stop logs uplink.disconnected
     from gateway.wire import AllocationMsg, pseudonym
     from tests.servers import Mosquitto
 

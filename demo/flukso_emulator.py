@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
 import threading
 import time
@@ -49,8 +48,9 @@ from typing import Literal
 import paho.mqtt.client as mqtt
 
 from demo.meter import MeterSimulator
+from gateway.logs import get_logger
 
-log = logging.getLogger("quartier.flukso.emulator")
+log = get_logger("quartier.flukso.emulator")
 
 Firmware = Literal["flm02", "flm03"]
 UTC = timezone.utc

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import array
 import fcntl
-import logging
 import os
 import termios
 import threading
@@ -36,8 +35,9 @@ from pathlib import Path
 from typing import Self
 
 from demo.meter import MeterSimulator
+from gateway.logs import get_logger
 
-log = logging.getLogger("quartier.gateway")
+log = get_logger("quartier.gateway")
 
 _TTY_QUEUE = 4095  # Linux N_TTY_BUF_SIZE - 1: what the slave's input queue holds
 _QUARTER_S = 900

@@ -6,16 +6,16 @@ through pyserial, so the demo exercises exactly what runs on a Pi.
 
 from __future__ import annotations
 
-import logging
 import threading
 from datetime import datetime
 from typing import Literal
 
 from pydantic import Field
 
+from gateway.logs import get_logger
 from gateway.sources import SourceContext, SourceKind, SourceSettings
 
-log = logging.getLogger("quartier.demo.source")
+log = get_logger("quartier.demo.source")
 
 
 class SimulatedSettings(SourceSettings):

@@ -17,7 +17,6 @@ are logged once per sensor.
 
 from __future__ import annotations
 
-import logging
 import random
 import re
 import socket
@@ -50,9 +49,10 @@ from flukso.sensors import (
     check_against_device,
     parse_sensor_config,
 )
+from gateway.logs import get_logger
 from gateway.model import QuarterHour, Reading
 
-log = logging.getLogger("quartier.flukso")
+log = get_logger("quartier.flukso")
 
 BAD_INPUT = ("malformed", "unknown_unit", "backwards", "future")
 QOS = 1

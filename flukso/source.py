@@ -7,21 +7,21 @@ opens.
 
 from __future__ import annotations
 
-import logging
 import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from gateway.logs import get_logger
 from gateway.sources import SourceContext, SourceKind, SourceSettings
 
-log = logging.getLogger("quartier.flukso.source")
+log = get_logger("quartier.flukso.source")
 
 
 class FluksoSensor(BaseModel):
     """One Fluksometer sensor: what it measures for which meter (roles: see flukso/sensors.py)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     id: str  # the sensor id, 32 hex digits
     role: Literal["grid_import", "grid_export", "grid_net", "production", "consumption"]

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 
-from gateway.logs import setup_logging
+from gateway.logs import get_logger, setup_logging
 
 # modules that contribute subcommands, in help order
 COMMAND_MODULES = (
@@ -20,7 +19,7 @@ COMMAND_MODULES = (
     "services.cli", "services.node.light", "services.node.sheet",
 )
 
-log = logging.getLogger("quartier.cli")
+log = get_logger("quartier.cli")
 
 
 class CommandError(Exception):

@@ -125,13 +125,19 @@ def cmd_replay(args) -> int:
 
 
 def _parse_time(value: str | None, name: str) -> datetime | None:
+    """ISO 8601 (naive = UTC), in range: one line naming the option, never a traceback."""
+    from gateway.dates import DateInputError, check_instant
+
     if value is None:
         return None
     try:
         t = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise CommandError(f"--{name} {value!r}: not an ISO 8601 date/time") from None
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    try:  # 0001-01-01 or 9999-12-31 would overflow the store's UTC conversion
+        return check_instant(t if t.tzinfo else t.replace(tzinfo=timezone.utc), f"--{name}")
+    except DateInputError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def _open_store(db: Path):

@@ -29,7 +29,8 @@ class ConfigError(Exception):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # inf and nan are floats to TOML but never a sensible setting (a gap of inf s disables estimation)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 def _sources_type() -> Any:
@@ -185,7 +186,8 @@ class UplinkConfig(_Section):
 class Config(BaseSettings):
     """The whole node configuration. Field order is the file's section order."""
 
-    model_config = SettingsConfigDict(env_prefix="QUARTIER_", env_nested_delimiter="__", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="QUARTIER_", env_nested_delimiter="__", extra="forbid",
+                                      allow_inf_nan=False)
 
     sources: list[Source] = Field(default_factory=lambda: [{"type": "p1"}], min_length=1, validate_default=True)
     store: StoreConfig = StoreConfig()
@@ -218,6 +220,8 @@ class Config(BaseSettings):
 
 
 def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """The file's tables, or a :class:`ConfigError` naming the file: never a bare ``OSError`` or
+    ``UnicodeDecodeError`` (issue 13: those ended as "internal error" without the file's name)."""
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)
@@ -225,6 +229,12 @@ def read_toml(path: Path, what: str) -> dict[str, Any]:
         raise ConfigError(f"{what} {path}: file not found") from None
     except PermissionError:
         raise ConfigError(f"{what} {path}: permission denied") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{what} {path}: is a directory, not a TOML file") from None
+    except OSError as exc:
+        raise ConfigError(f"{what} {path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{what} {path}: not valid TOML: {exc}") from None
 
@@ -309,6 +319,18 @@ def _apply_source_secrets(data: dict[str, Any], secrets: dict[str, Any]) -> dict
     return secrets
 
 
+def refuse_non_secrets(secrets: dict[str, Any], allowed: set[tuple[str, str]], path: Path) -> None:
+    """The secrets file holds secrets only: a setting there would silently override the config file
+    that a volunteer reads and checks (issue 13: it could move ``store.path``)."""
+    for section, table in secrets.items():
+        keys = sorted(table) if isinstance(table, dict) else [None]
+        for key in keys:
+            if (section, key) not in allowed:
+                name = section if key is None else f"{section}.{key}"
+                raise ConfigError(f"secrets file {path}: {name} is not a secret; it belongs in the config file "
+                                  f"(the secrets file holds only {', '.join(sorted(f'{s}.{k}' for s, k in allowed))})")
+
+
 def _source_kinds() -> dict:
     from gateway.sources import source_kinds
 
@@ -335,11 +357,13 @@ def load_config(path: str | Path | None) -> Config:
         secrets = read_toml(sp, "secrets file")
         check_secret_mode(sp)
         secrets = _apply_source_secrets(data, secrets)
+        refuse_non_secrets(secrets, SECRET_KEYS, sp)
         data = merge_tables(data, secrets)
     try:
         return Config(**data)
     except ValidationError as exc:
-        raise ConfigError("invalid configuration:\n" + format_validation_error(exc, data)) from None
+        where = f" in {path}" if path is not None else ""
+        raise ConfigError(f"invalid configuration{where}:\n" + format_validation_error(exc, data)) from None
 
 
 EXAMPLE = """\

@@ -12,7 +12,6 @@ Metering never waits on the network: sinks only ever read the local outbox.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import threading
@@ -24,10 +23,11 @@ from pathlib import Path
 from gateway import systemd
 from gateway.clock import clock_synchronised
 from gateway.config import Config
+from gateway.logs import get_logger
 from gateway.pipeline import Pipeline, utc_iso
 from gateway.sources import Source
 
-log = logging.getLogger("quartier.gateway.daemon")
+log = get_logger("quartier.gateway.daemon")
 
 
 @dataclass
@@ -192,7 +192,7 @@ class Daemon:
                         log.info("store.retention", extra={"removed": removed})
                     disk = self.store.disk_status()
                     if getattr(disk, "alarm", False):
-                        log.error("store.disk_alarm", extra={"message": getattr(disk, "message", "")})
+                        log.error("store.disk_alarm", extra={"reason": getattr(disk, "message", "")})
                 except Exception as exc:
                     log.error("store.housekeeping_failed", extra={"error": str(exc)})
 

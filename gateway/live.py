@@ -40,10 +40,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.logs import get_logger
 from gateway.model import QuarterHour, Reading
 from gateway.pipeline import Pipeline, utc_iso
 
-log = logging.getLogger("quartier.gateway.live")
+log = get_logger("quartier.gateway.live")
 
 PROTOCOL_VERSION = 1
 SOCKET_NAME = "live.sock"

@@ -2,6 +2,10 @@
 
 Library code logs with ``logger.info("telegram.crc_failed", extra={"meter": mid, "count": n})``;
 the event name stays grep-able and the fields say what happened to which meter.
+
+Every project logger comes from :func:`get_logger`: a field named like a ``LogRecord`` attribute
+(``message``, ``name``, ``args``...) would make ``logging`` raise inside the call and lose the event
+(issue 13: the alert endpoint answered 500), so such a field is renamed ``<key>_`` instead.
 """
 
 from __future__ import annotations
@@ -10,8 +14,48 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Mapping, MutableMapping
+from typing import Any
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
+RESERVED: frozenset[str] = frozenset(_STANDARD)
+"""Keys ``Logger.makeRecord`` refuses in ``extra`` (or that would shadow a record attribute)."""
+
+
+def safe_extra(extra: Mapping[str, object] | None) -> dict[str, object]:
+    """``extra`` with every reserved key renamed ``<key>_`` (``message`` -> ``message_``): the field is
+    kept and shown, the logging call can never raise."""
+    if not extra:
+        return {}
+    out: dict[str, object] = {}
+    for key, value in extra.items():
+        while key in RESERVED or key in out:
+            key = f"{key}_"
+        out[key] = value
+    return out
+
+
+class StructuredLogger(logging.LoggerAdapter):
+    """A ``Logger`` whose ``extra`` can never collide with ``LogRecord`` attributes.
+
+    ``logging.LoggerAdapter`` in Python 3.11 replaces a call's ``extra`` by its own; this one keeps
+    the call's fields and renames reserved keys (:func:`safe_extra`)."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__(logger, {})
+
+    def process(self, msg: object, kwargs: MutableMapping[str, Any]) -> tuple[object, MutableMapping[str, Any]]:
+        if "extra" in kwargs:
+            kwargs["extra"] = safe_extra(kwargs["extra"])
+        return msg, kwargs
+
+    def __repr__(self) -> str:
+        return f"<StructuredLogger {self.logger.name}>"
+
+
+def get_logger(name: str) -> StructuredLogger:
+    """The project's only way to get a logger (a static test checks the sources for ``getLogger``)."""
+    return StructuredLogger(logging.getLogger(name))
 
 
 def _fields(record: logging.LogRecord) -> dict[str, object]:

@@ -7,7 +7,6 @@ the commit fails (disk full, database locked) it stays in memory and is retried,
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -15,10 +14,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from gateway.from_p1 import NotAReading, to_reading
+from gateway.logs import get_logger
 from gateway.model import QuarterHour, Reading
 from gateway.quarter_hours import LiveQuarter, QuarterHourAggregator
 
-log = logging.getLogger("quartier.gateway.pipeline")
+log = get_logger("quartier.gateway.pipeline")
 
 
 @dataclass(slots=True)

@@ -26,13 +26,13 @@ Pure: no I/O, no clock; the daemon feeds readings and commits what comes out.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from gateway.logs import get_logger
 from gateway.model import QUARTER, ClockQuality, Quality, QuarterHour, Reading, floor_quarter
 
-log = logging.getLogger("quartier.gateway.aggregator")
+log = get_logger("quartier.gateway.aggregator")
 
 _US = timedelta(microseconds=1)
 

@@ -34,7 +34,7 @@ class SourceSettings(BaseModel):
     of those, ``secret_keys`` are refused in the config file itself.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # no inf/nan interval or threshold
     credential_keys: ClassVar[frozenset[str]] = frozenset()
     secret_keys: ClassVar[frozenset[str]] = frozenset()
 

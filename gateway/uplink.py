@@ -25,7 +25,6 @@ never leaves the node. paho-mqtt is imported when an :class:`Uplink` is built.
 
 from __future__ import annotations
 
-import logging
 import random
 import ssl
 import threading
@@ -35,6 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
+from gateway.logs import get_logger
 from gateway.model import QuarterHour
 from gateway.sinks import OutboxSink, SinkUnavailable
 from gateway.wire import connect_async
@@ -54,7 +54,7 @@ from gateway.wire import (
 if TYPE_CHECKING:
     from gateway.store import Store
 
-log = logging.getLogger("quartier.gateway.uplink")
+log = get_logger("quartier.gateway.uplink")
 
 SINK_NAME = "uplink"
 RESEND_HORIZON = timedelta(days=40)

@@ -7,12 +7,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from typing import BinaryIO
 
-log = logging.getLogger("quartier.p1")
+from gateway.logs import get_logger
+
+log = get_logger("quartier.p1")
 
 CHUNK = 64 * 1024
 

@@ -15,9 +15,9 @@ Rules, chosen so that the result does not depend on how the stream is split:
 
 from __future__ import annotations
 
-import logging
+from gateway.logs import get_logger
 
-log = logging.getLogger("quartier.p1")
+log = get_logger("quartier.p1")
 
 _SLASH = 0x2F
 _CR = 0x0D

@@ -11,7 +11,6 @@ This is the only module of ``p1`` that imports pyserial.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Generator, Iterator
@@ -28,11 +27,12 @@ except ImportError:  # pragma: no cover - non-POSIX
 
 from typing import Self
 
+from gateway.logs import get_logger
 from p1.decode import parse_telegram
 from p1.framing import DEFAULT_MAX_BUFFER, Framer
 from p1.telegram import Telegram
 
-log = logging.getLogger("quartier.p1")
+log = get_logger("quartier.p1")
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,11 +7,12 @@ matplotlib for a chart) when it runs. Input errors are one line on stderr and ex
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
+from gateway.logs import get_logger
+
 USER_ERROR = 2
-log = logging.getLogger("quartier.services")
+log = get_logger("quartier.services")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -1,4 +1,4 @@
-"""Shared fixtures. Sections: real servers (started per test on free loopback ports), the store.
+"""Shared fixtures. Sections: logging, real servers (started per test on free loopback ports), the store.
 
 Server fixtures fail, never skip, when a binary is missing: `.ci/run` installs the Debian packages,
 and a CI run that silently skipped the database tests would prove nothing.
@@ -6,6 +6,7 @@ and a CI run that silently skipped the database tests would prove nothing.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,9 +14,50 @@ from typing import TypeVar
 
 import pytest
 
+from gateway.logs import get_logger, setup_logging
 from gateway.model import QUARTER, Quality, QuarterHour
 from gateway.store import Store
 from tests.servers import Mosquitto, ServerProcess, ServerUnavailable, VictoriaMetrics
+
+# -- logging ----------------------------------------------------------------------------------------
+
+
+class _Discard:
+    """A stream that drops what it is given: the records are formatted (that is the check), not kept."""
+
+    def write(self, _text: str) -> int:
+        return 0
+
+    def flush(self) -> None:
+        pass
+
+
+LOGGING_ERRORS: list[str] = []
+
+
+def _strict_handle_error(record: logging.LogRecord) -> None:
+    """Called by a handler inside ``except``: note the failure for the test and re-raise it."""
+    LOGGING_ERRORS.append(f"{record.name} {record.msg!r}")
+    raise  # noqa: PLE0704 - re-raises the exception being handled
+
+
+@pytest.fixture(autouse=True)
+def strict_logging() -> Iterator[None]:
+    """Every test logs at DEBUG through the project's own setup (JSON formatter, every record
+    formatted), and a logging error fails it: production logs at INFO, and a record that cannot be
+    made or formatted there is a lost event or a 500 (issue 13). Applied again per test because
+    commands run in-process reconfigure the root logger."""
+    logging.raiseExceptions = True
+    setup_logging("DEBUG", "json", stream=_Discard())
+    for handler in logging.getLogger().handlers:
+        handler.handleError = _strict_handle_error  # type: ignore[method-assign]
+    get_logger("quartier").setLevel(logging.DEBUG)
+    LOGGING_ERRORS.clear()
+    yield
+    errors, LOGGING_ERRORS[:] = list(LOGGING_ERRORS), []
+    if errors:
+        pytest.fail(f"logging errors (a record that could not be formatted): {errors}", pytrace=False)
+
 
 # -- real servers -----------------------------------------------------------------------------------
 

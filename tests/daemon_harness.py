@@ -73,9 +73,13 @@ class Rig:
         self.proc.wait(timeout=10)
 
     def stop(self, timeout: float = 15) -> int:
+        """SIGTERM and the exit status; the daemon ran at the CLI's default INFO level, as in production,
+        and a record it could not log (``--- Logging error ---`` on stderr) fails the test (issue 13)."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout)
+        status = self.proc.wait(timeout=timeout)
+        assert "--- Logging error ---" not in self.log(), f"the daemon could not log a record:\n{self.log()[-3000:]}"
+        return status
 
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""

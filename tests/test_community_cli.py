@@ -166,6 +166,20 @@ def test_operator_api_needs_a_token_and_shows_members_completeness_and_allocatio
     ledger.close()
 
 
+@pytest.mark.parametrize("path, field", [
+    ("completeness?day=9999-12-31", "day"), ("completeness?day=0001-01-01", "day"),
+    ("allocation?month=9999-12", "month"), ("allocation?month=0000-01", "month"), ("allocation?month=0001-01", "month"),
+    ("allocation?month=2026-13", "month"),
+])
+def test_operator_api_refuses_out_of_range_dates_naming_the_field(tmp_path: Path, path: str, field: str) -> None:
+    """Issue 13: an out-of-range day or month answered 500."""
+    srv, ledger = seeded(tmp_path, T0)
+    client = TestClient(create_app(srv.roster, ledger, [TOKEN], srv), raise_server_exceptions=False)
+    r = client.get(f"/api/v1/operations/op1/{path}", headers={"Authorization": f"Bearer {TOKEN}"})
+    ledger.close()
+    assert r.status_code == 422 and r.json()["detail"].startswith(f"{field}: "), r.text
+
+
 def test_server_config_keeps_secrets_out_of_the_main_file(tmp_path: Path) -> None:
     from services.community.config import ConfigError, load_server_config
 
@@ -195,6 +209,29 @@ def test_server_config_errors_name_key_and_value_but_never_a_secret(tmp_path: Pa
     (tmp_path / "secrets.toml").unlink()
     with pytest.raises(ConfigError, match="secrets file .*secrets.toml: file not found"):
         load_server_config(cfg)
+
+
+def test_server_config_refuses_what_it_cannot_trust(tmp_path: Path) -> None:
+    """Issue 13: non-UTF-8, a directory, inf/nan and settings in the secrets file, named by file and key."""
+    from services.community.config import ConfigError, load_server_config
+
+    cfg = server_config(tmp_path)
+    good = cfg.read_text()
+    with pytest.raises(ConfigError, match=f"config {tmp_path}: is a directory"):
+        load_server_config(tmp_path)
+    cfg.write_bytes(good.replace('username = "srv"', 'username = "s\xe9rv"').encode("latin-1"))
+    with pytest.raises(ConfigError, match=f"config {cfg}: not UTF-8 text"):
+        load_server_config(cfg)
+    cfg.write_text(good.replace("[broker]", "deadline_s = inf\n[broker]"))
+    with pytest.raises(ConfigError, match=r"server.deadline_s = inf: Input should be a finite number"):
+        load_server_config(cfg)
+    cfg.write_text(good)
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text(secrets.read_text() + '[broker]\nhost = "evil.example"\n')
+    with pytest.raises(ConfigError, match=f"secrets file {secrets}: broker.host is not a secret; it belongs in the config file"):
+        load_server_config(cfg)
+    done = quartier("community", "reconcile", "--config", str(cfg), "--operation", "op1", "--file", str(cfg))
+    assert done.returncode == 2 and "broker.host is not a secret" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_quartier_community_runs_the_server_and_its_api(tmp_path: Path, mosquitto) -> None:

@@ -93,3 +93,94 @@ def test_example_config_is_valid(tmp_path):
     r = subprocess.run([sys.executable, "-m", "gateway.cli", "config", "example"], capture_output=True, text=True, check=True)
     p = write(tmp_path, r.stdout)
     load_config(p)
+
+
+# -- issue 13: nothing that arrives in a file is trusted ---------------------------------------------
+
+
+def _cli(*args) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway.cli", *map(str, args)], capture_output=True, text=True, timeout=60)
+
+
+def _refused_by_the_cli(path, *needles: str) -> None:
+    """``quartier config check`` and ``quartier run`` both: exit 2, a clear message, no traceback."""
+    for command in (("config", "check", path), ("run", "--config", path)):
+        r = _cli(*command)
+        assert r.returncode == 2, (command, r.returncode, r.stderr)
+        assert r.stderr.startswith("quartier: ") and "internal error" not in r.stderr and "Traceback" not in r.stderr
+        assert all(n in r.stderr for n in needles), (command, r.stderr)
+
+
+def test_a_non_utf8_config_names_the_file(tmp_path):
+    p = tmp_path / "latin1.toml"
+    p.write_bytes('[store]\npath = "/var/lib/quartier/caf\xe9.sqlite"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match=f"config {p}: not UTF-8 text"):
+        load_config(p)
+    _refused_by_the_cli(p, f"config {p}: not UTF-8 text")  # was: internal error: UnicodeDecodeError
+
+
+def test_a_non_utf8_secrets_file_names_the_file(tmp_path):
+    s = tmp_path / "secrets.toml"
+    s.write_bytes('[web]\ntoken = "caf\xe9"\n'.encode("latin-1"))
+    os.chmod(s, 0o600)
+    p = write(tmp_path, f'[daemon]\nsecrets_file = "{s}"\n')
+    with pytest.raises(ConfigError, match=f"secrets file {s}: not UTF-8 text"):
+        load_config(p)
+
+
+def test_a_directory_as_the_config_or_secrets_file_names_it(tmp_path):
+    d = tmp_path / "conf.d"
+    d.mkdir()
+    with pytest.raises(ConfigError, match=f"config {d}: is a directory"):
+        load_config(d)
+    _refused_by_the_cli(d, f"config {d}: is a directory")  # was: internal error: IsADirectoryError
+    p = write(tmp_path, f'[daemon]\nsecrets_file = "{d}"\n')
+    with pytest.raises(ConfigError, match=f"secrets file {d}: is a directory"):
+        load_config(p)
+
+
+@pytest.mark.parametrize("text, key", [
+    ("[daemon]\nmax_interpolation_gap_s = inf\n", "daemon.max_interpolation_gap_s = inf"),
+    ("[daemon]\nhealth_interval_s = nan\n", "daemon.health_interval_s = nan"),
+    ("[web]\ngrid_price_eur_kwh = inf\n", "web.grid_price_eur_kwh = inf"),
+    ("[web.signal]\nred_exit_w = -inf\n", "web.signal.red_exit_w = -inf"),
+    ("[influx]\ntimeout_s = +inf\n", "influx.timeout_s = inf"),
+    ("[uplink]\nlive_interval_s = nan\n", "uplink.live_interval_s = nan"),
+    ('[[sources]]\ntype = "simulated"\nspeed = nan\n', "sources.0.speed = nan"),
+    ('[[sources]]\ntype = "flukso"\nhost = "h"\nmeter_id = "m"\nstale_after_s = inf\n'
+     'sensors = [{ id = "0123456789abcdef0123456789abcdef", role = "grid_net" }]\n', "sources.0.stale_after_s = inf"),
+])
+def test_non_finite_numbers_are_refused_naming_file_and_key(tmp_path, text, key):
+    p = write(tmp_path, text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(p)
+    assert str(exc.value).startswith(f"invalid configuration in {p}:") and f"{key}: Input should be a finite number" in str(exc.value)
+
+
+def test_run_refuses_an_infinite_gap_in_one_clear_message(tmp_path):
+    p = write(tmp_path, "[daemon]\nmax_interpolation_gap_s = inf\n")
+    _refused_by_the_cli(p, str(p), "daemon.max_interpolation_gap_s = inf: Input should be a finite number")
+
+
+@pytest.mark.parametrize("secret_text, key", [
+    ('[store]\npath = "/tmp/elsewhere.sqlite"\n', "store.path"),
+    ('[web]\ntoken = "t"\nport = 8081\n', "web.port"),
+    ('[daemon]\ntimezone = "UTC"\n', "daemon.timezone"),
+    ('[influx]\ntoken = "t"\n[influx.extra]\nx = 1\n', "influx.extra"),
+    ('debug = true\n', "debug"),
+])
+def test_the_secrets_file_holds_secrets_only(tmp_path, secret_text, key):
+    s = write(tmp_path, secret_text, "secrets.toml", 0o600)
+    p = write(tmp_path, f'[daemon]\nsecrets_file = "{s}"\n')
+    with pytest.raises(ConfigError) as exc:
+        load_config(p)  # was: accepted, store.path silently moved by the secrets file
+    assert f"secrets file {s}: {key} is not a secret; it belongs in the config file" in str(exc.value)
+    _refused_by_the_cli(p, f"{key} is not a secret")
+
+
+def test_the_secrets_file_still_takes_every_secret(tmp_path):
+    s = write(tmp_path, '[influx]\ntoken = "i"\n[web]\ntoken = "w"\n[mqtt]\npassword = "m"\n[uplink]\npassword = "u"\n',
+              "secrets.toml", 0o600)
+    cfg = load_config(write(tmp_path, f'[daemon]\nsecrets_file = "{s}"\n'))
+    assert [cfg.influx.token.get_secret_value(), cfg.web.token.get_secret_value(), cfg.mqtt.password.get_secret_value(),
+            cfg.uplink.password.get_secret_value()] == ["i", "w", "m", "u"]

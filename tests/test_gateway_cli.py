@@ -107,6 +107,10 @@ def test_user_errors_are_one_line_without_traceback(tmp_path):
     quartier("replay", str(path), "--db", str(tmp_path / "s.sqlite"))
     r = quartier("export", "quarter-hours", "--db", str(tmp_path / "s.sqlite"), "--from", "yesterday")
     assert r.returncode == 2 and b"--from 'yesterday': not an ISO 8601" in r.stderr
+    for flag, value in (("--from", "0001-01-01T00:00:00+01:00"), ("--to", "9999-12-31T23:59:59-05:00")):  # issue 13
+        r = quartier("export", "quarter-hours", "--db", str(tmp_path / "s.sqlite"), flag, value)
+        assert r.returncode == 2 and f"{flag}: {value} is out of range".encode() in r.stderr, r.stderr
+        assert b"Traceback" not in r.stderr and b"internal error" not in r.stderr
     r = quartier("replay", str(tmp_path / "missing.p1"), "--db", str(tmp_path / "x.sqlite"))
     assert r.returncode == 2 and b"cannot read" in r.stderr and b"Traceback" not in r.stderr
 

@@ -216,6 +216,8 @@ def test_sheet_command_errors_are_one_line(june: dict, tmp_path: Path) -> None:
 
     assert "no such store" in fail("--db", str(tmp_path / "none.sqlite"))
     assert "--month '2026-13'" in fail("--db", str(june["db"]), "--month", "2026-13")
+    assert "--month: '9999-12' is out of range" in fail("--db", str(june["db"]), "--month", "9999-12")  # issue 13
+    assert "--month: '0001-01' is out of range" in fail("--db", str(june["db"]), "--month", "0001-01")
     assert "is not in the store" in fail("--db", str(june["db"]), "--meter", "nope")
     assert "member 'zoe' is not in the allocation" in fail("--db", str(june["db"]), "--month", MONTH,
                                                           "--allocation", str(june["allocation"]), "--member", "zoe",

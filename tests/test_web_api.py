@@ -84,6 +84,12 @@ def test_quarter_hours_endpoint_lists_closed_quarter_hours_with_quality(rig: Web
     ({"from": "2026-06-01T10:00:00"}, 400, "has no UTC offset"),
     ({"from": "2026-06-02", "to": "2026-06-01"}, 400, "to must be after from"),
     ({"from": "2026-01-01", "to": "2026-06-01"}, 400, "at most 31 days"),
+    # issue 13: these answered 500 (a day's end or the time zone stepped past year 9999 or before year 1)
+    ({"from": "9999-12-31"}, 400, "from: 9999-12-31 is out of range"),
+    ({"from": "0001-01-01"}, 400, "from: 0001-01-01 is out of range"),
+    ({"from": "2026-06-01", "to": "9999-12-31T23:59:59Z"}, 400, "to: 9999-12-31T23:59:59+00:00 is out of range"),
+    ({"from": "0001-01-01T00:00:00+01:00"}, 400, "from: 0001-01-01T00:00:00+01:00 is out of range"),
+    ({"from": "2026-02-30"}, 400, "from: '2026-02-30' is not a date"),
 ])
 def test_bad_quarter_hour_requests_get_a_4xx_with_a_message(rig: WebRig, params, status, message):
     r = rig.http.get("/api/v1/quarter-hours", params=params)
@@ -95,6 +101,10 @@ def test_bad_allocation_period_is_a_422_naming_the_parameter(rig: WebRig):
     assert r.status_code == 422 and r.json()["detail"].startswith("period:")
     r = rig.http.get("/api/v1/allocation", params={"at": "June"})
     assert r.status_code == 422 and r.json()["detail"].startswith("at:")
+    for period in ("day", "month"):  # issue 13: these answered 500
+        for at in ("9999-12-31", "0001-01-01"):
+            r = rig.http.get("/api/v1/allocation", params={"period": period, "at": at})
+            assert r.status_code == 422 and r.json()["detail"] == f"at: {at} is out of range (between 1970-01-01 and 9998-12-31)"
 
 
 def test_allocation_without_fleet_data_is_provisional_and_says_what_it_rests_on(rig: WebRig):

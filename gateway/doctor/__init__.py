@@ -65,6 +65,7 @@ from gateway.doctor.probes import (
     port_facts,
     probe_port,
 )
+from gateway.logs import get_logger
 
 __all__ = [  # the judges and probes, for the tests and for other commands
     "CRC_FAIL",
@@ -102,7 +103,7 @@ __all__ = [  # the judges and probes, for the tests and for other commands
     "cmd_doctor", "exit_status", "load_setup", "register", "render", "run_checks", "Setup",
 ]
 
-log = logging.getLogger("quartier.gateway.doctor")
+log = get_logger("quartier.gateway.doctor")
 
 
 
@@ -277,7 +278,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     if args.probe_seconds <= 0:
         raise SystemExit("quartier doctor: --probe-seconds must be more than 0")
     if args.log_level != "DEBUG":  # the report speaks for itself; the reader's retries would clutter it
-        logging.getLogger("quartier").setLevel(logging.CRITICAL)
+        get_logger("quartier").setLevel(logging.CRITICAL)
     setup = load_setup(args.config, args.demo)
     findings = run_checks(setup, probe_seconds=args.probe_seconds, runtime_dir=args.runtime_dir)
     if args.json:

@@ -99,7 +99,9 @@ def judge_config(path: Path | None, error: str | None) -> Finding:
     if "permission denied" in error:
         return Finding("Configuration", Level.FAIL, f"This user may not read a file the configuration needs ({error}).",
                        "Run the doctor with sudo: sudo quartier doctor")
-    problems = "; ".join(line.strip() for line in error.removeprefix("invalid configuration:").splitlines() if line.strip())
+    if error.startswith("invalid configuration"):  # "invalid configuration in FILE:" then one line per problem
+        error = error.partition("\n")[2]
+    problems = "; ".join(line.strip() for line in error.splitlines() if line.strip())
     return Finding("Configuration", Level.FAIL, f"{path} has a mistake: {problems}.",
                    f"Correct what is named above in {path}, then check it with: sudo quartier config check {path}")
 

@@ -3,7 +3,6 @@ port, a broker's CONNACK, an HTTP answer, the disk, the daemon's process."""
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import socket
@@ -18,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from gateway.doctor.judges import DiskFacts, PortFacts, ProbeResult, Reach
+from gateway.logs import get_logger
 
-log = logging.getLogger("quartier.gateway.doctor")
+log = get_logger("quartier.gateway.doctor")
 
 # -- gathering facts (I/O) -------------------------------------------------------------------------
 

@@ -10,7 +10,6 @@ here: a sink's client library is loaded only when that sink is enabled.
 
 from __future__ import annotations
 
-import logging
 import random
 import threading
 from dataclasses import dataclass
@@ -18,10 +17,12 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING
 
+from gateway.logs import get_logger
+
 if TYPE_CHECKING:
     from gateway.store import Store
 
-log = logging.getLogger("quartier.gateway.sinks")
+log = get_logger("quartier.gateway.sinks")
 
 
 class SinkUnavailable(Exception):

@@ -20,13 +20,13 @@ Failure policy (the loop lives in :class:`gateway.sinks.OutboxSink`):
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections import deque
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from gateway.logs import get_logger
 from gateway.model import Quality, QuarterHour
 from gateway.sinks import OutboxSink, SinkUnavailable, parse_retry_after
 
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     from gateway.store import Store
 
-log = logging.getLogger("quartier.gateway.sinks.influx")
+log = get_logger("quartier.gateway.sinks.influx")
 
 # the quality as an integer field: VictoriaMetrics drops string fields
 QUALITY_CODES: dict[Quality, int] = {Quality.MEASURED: 0, Quality.INTERPOLATED: 1, Quality.ESTIMATED: 2}

@@ -19,7 +19,6 @@ Times are stored as UNIX seconds (UTC); per-tariff dicts and flags as compact JS
 from __future__ import annotations
 
 import json
-import logging
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -29,6 +28,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from gateway.logs import get_logger
 from gateway.model import Quality, QuarterHour
 from gateway.store import schema
 from gateway.store.allocations import AllocationsMixin
@@ -50,7 +50,7 @@ from gateway.store.schema import (
     quarter_hours_in,
 )
 
-log = logging.getLogger("quartier.gateway.store")
+log = get_logger("quartier.gateway.store")
 
 
 @dataclass(slots=True, frozen=True)

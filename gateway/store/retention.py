@@ -3,15 +3,15 @@ latest, the restart baseline), and an alarm is raised before the SD card fills u
 
 from __future__ import annotations
 
-import logging
 import shutil
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from gateway.logs import get_logger
 from gateway.store.schema import _bound, _from_seconds
 
-log = logging.getLogger("quartier.gateway.store")
+log = get_logger("quartier.gateway.store")
 
 DEFAULT_MIN_FREE_BYTES = 64 * 1024 * 1024  # below this much free space on the card: alarm
 

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from gateway.dates import DateInputError, check_day, parse_month
 from services.community.ledger import Ledger
 from services.community.roster import Roster
 
@@ -109,6 +110,10 @@ def create_app(roster: Roster, ledger: Ledger, tokens: list[str], server: Any = 
     @app.get("/api/v1/operations/{op}/completeness", dependencies=[Depends(auth)])
     def completeness(op: str, day: date = Query(..., description="local day, YYYY-MM-DD")) -> dict[str, Any]:
         o = op_or_404(op)
+        try:
+            check_day(day, "day")
+        except DateInputError as exc:
+            raise HTTPException(422, str(exc)) from None
         start, end = _local_day(day, o.timezone)
         expected = int((end - start).total_seconds() // 900)  # 92, 96 or 100 with DST
         have = ledger.completeness(op, start, end)
@@ -119,9 +124,10 @@ def create_app(roster: Roster, ledger: Ledger, tokens: list[str], server: Any = 
     @app.get("/api/v1/operations/{op}/allocation", dependencies=[Depends(auth)])
     def allocation(op: str, month: str = Query(..., pattern=r"^\d{4}-\d{2}$")) -> dict[str, Any]:
         o = op_or_404(op)
-        y, mo = int(month[:4]), int(month[5:])
-        if not 1 <= mo <= 12:
-            raise HTTPException(422, "month: 01-12")
+        try:
+            y, mo = parse_month(month, "month")
+        except DateInputError as exc:
+            raise HTTPException(422, str(exc)) from None
         z = ZoneInfo(o.timezone)
         start = datetime(y, mo, 1, tzinfo=z)
         end = start + timedelta(days=monthrange(y, mo)[1])

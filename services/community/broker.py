@@ -21,7 +21,6 @@ never from hand-rolled crypto. A reload (SIGHUP, ``systemctl reload mosquitto``)
 from __future__ import annotations
 
 import json
-import logging
 import os
 import secrets
 import subprocess
@@ -30,9 +29,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.logs import get_logger
 from gateway.wire import check_segment
 
-log = logging.getLogger("quartier.community.broker")
+log = get_logger("quartier.community.broker")
 
 OPENSSL = "openssl"
 MOSQUITTO_PASSWD = "mosquitto_passwd"

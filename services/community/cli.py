@@ -157,10 +157,11 @@ def _watchdog(server: object) -> None:
         return
 
     def feed() -> None:
-        import logging
         import time
 
-        log = logging.getLogger("quartier.community.server")
+        from gateway.logs import get_logger
+
+        log = get_logger("quartier.community.server")
         while True:
             time.sleep(period)
             h = server.health()  # type: ignore[attr-defined]

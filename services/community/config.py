@@ -12,13 +12,20 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 # one reader, one secrets check and one error format for every Quartier configuration file
-from gateway.config import ConfigError, check_secret_mode, format_validation_error, merge_tables, read_toml
+from gateway.config import (
+    ConfigError,
+    check_secret_mode,
+    format_validation_error,
+    merge_tables,
+    read_toml,
+    refuse_non_secrets,
+)
 from services.community.admission import DEFAULT_FUTURE_TOLERANCE_S, DEFAULT_MAX_AGE_S, DEFAULT_MAX_POWER_W
 from services.community.reconcile import MAPPINGS, ColumnMapping, ReconcileError, build_mapping
 
 
 class _S(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ServerSection(_S):
@@ -155,6 +162,7 @@ def load_server_config(path: str | Path, secrets_file: str | Path | None = None)
         sp = (path.parent / secrets_path) if not Path(secrets_path).is_absolute() else Path(secrets_path)
         secrets = read_toml(sp, "secrets file")
         check_secret_mode(sp)
+        refuse_non_secrets(secrets, SECRETS, sp)
         data = merge_tables(data, secrets)
     server = data.get("server") or {}
     if "community_file" in server and not Path(server["community_file"]).is_absolute():
@@ -162,12 +170,12 @@ def load_server_config(path: str | Path, secrets_file: str | Path | None = None)
     try:
         cfg = ServerConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError("invalid configuration:\n" + format_validation_error(exc, data)) from None
+        raise ConfigError(f"invalid configuration in {path}:\n" + format_validation_error(exc, data)) from None
     for name, mapping in cfg.reconcile.mappings.items():
         try:
             mapping.mapping()
         except ReconcileError as exc:  # the message starts with the field: "unit = 'MWh': kWh or Wh"
-            raise ConfigError(f"invalid configuration:\nreconcile.mappings.{name}.{exc}") from None
+            raise ConfigError(f"invalid configuration in {path}:\nreconcile.mappings.{name}.{exc}") from None
     if not cfg.server.pseudonym_secret.get_secret_value():
         raise ConfigError("server.pseudonym_secret: missing (secrets file): it maps meters to their pseudonyms")
     return cfg

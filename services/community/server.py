@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from gateway.logs import get_logger
 from gateway.model import QUARTER
 from services.community.admission import (
     Limits,
@@ -59,7 +60,7 @@ from gateway.wire import (
 )
 from services.signal import SignalTracker
 
-log = logging.getLogger("quartier.community.server")
+log = get_logger("quartier.community.server")
 
 
 def _json(payload: bytes) -> object:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import threading
 import urllib.error
@@ -35,7 +34,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-log = logging.getLogger("quartier.services.light")
+from gateway.logs import get_logger
+
+log = get_logger("quartier.services.light")
 
 DEFAULT_PINS = (17, 27, 22)  # BCM numbers of green, amber, red: header pins 11, 13, 15 (hardware/README.md)
 DEFAULT_CONFIG = Path("/etc/quartier/quartier.toml")

@@ -34,14 +34,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import re
 import socket
 import threading
 import time
 from dataclasses import dataclass
 
-log = logging.getLogger("quartier.services.mqtt")
+from gateway.logs import get_logger
+
+log = get_logger("quartier.services.mqtt")
 
 VERSION = "0.1.0"
 ONLINE, OFFLINE = "online", "offline"

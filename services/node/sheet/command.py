@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from gateway.dates import DateInputError, parse_month
 from services.node.sheet.figures import (
     LANGS,
     AllocatedQuarter,
@@ -153,6 +154,10 @@ def cmd_sheet(args: argparse.Namespace) -> int:
             datetime.strptime(month, "%Y-%m")
         except ValueError:
             raise SystemExit(f"quartier sheet: --month {month!r}: expected YYYY-MM, e.g. 2026-06") from None
+        try:
+            parse_month(month, "--month")  # 0001-01 or 9999-12 would overflow a month's bounds
+        except DateInputError as exc:
+            raise SystemExit(f"quartier sheet: {exc}") from None
         meters = store.meters()
         meter = args.meter
         if meter is None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-import logging
 import os
+import re
 import time
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
@@ -26,12 +26,14 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
+from gateway.dates import DateInputError, check_day, parse_day, parse_instant
+from gateway.logs import get_logger
 from services.signal import Alert
 from services.node.web.figures import allocation_view, period_bounds, quarter_hours_view
 from services.node.web.service import WebService, is_data_update
 from services.node.web.state import Update, iso
 
-log = logging.getLogger("quartier.services.web")
+log = get_logger("quartier.services.web")
 
 API = "/api/v1"
 MAX_RANGE = timedelta(days=31)
@@ -54,18 +56,23 @@ class TriggeredLoadRequest(BaseModel):
 
 
 def _parse_bound(value: str | None, name: str, service: WebService) -> datetime | None:
-    """ISO 8601 with an offset, or a date (local midnight of the store's time zone)."""
+    """ISO 8601 with an offset, or a date (local midnight of the store's time zone), in range:
+    a 400 naming the parameter, never a 500 (gateway/dates.py)."""
     if value is None:
         return None
     try:
-        if len(value) == 10:
-            return service.day_start(date.fromisoformat(value))
-        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise HTTPException(400, f"{name}: {value!r} is not an ISO 8601 date or date-time") from None
-    if t.tzinfo is None:
-        raise HTTPException(400, f"{name}: {value!r} has no UTC offset (add Z or +01:00)")
-    return t
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            return service.day_start(parse_day(value, name))
+        return parse_instant(value, name)
+    except DateInputError as exc:
+        raise HTTPException(400, str(exc)) from None
+
+
+def _in_range(day: date | None, name: str) -> date | None:
+    try:
+        return None if day is None else check_day(day, name)
+    except DateInputError as exc:
+        raise HTTPException(422, str(exc)) from None
 
 
 def create_app(service: WebService) -> FastAPI:
@@ -169,7 +176,7 @@ def create_app(service: WebService) -> FastAPI:
     ) -> dict:
         """Shared energy received, sharing rate and self-sufficiency over closed quarter-hours.
         Provisional; without fleet data based on this meter alone (see ``basis`` and ``note``)."""
-        day = at or service.today()
+        day = _in_range(at, "at") or service.today()
         start, end, label = period_bounds(period, day, service.state.tz)
         meter_id = service.state.meter_id
         imp = exp = n = expected = 0
@@ -219,7 +226,7 @@ def create_app(service: WebService) -> FastAPI:
     def put_alert(body: AlertRequest) -> dict:
         now = service.state.meter_now() or datetime.now(UTC)
         alert = Alert(start=now, until=now + timedelta(minutes=body.minutes), message=body.message)
-        log.info("signal.alert_raised", extra={"until": iso(alert.until), "message": body.message})
+        log.info("signal.alert_raised", extra={"until": iso(alert.until), "alert_message": body.message})
         return service.state.set_alert(alert).as_dict()
 
     @app.delete(f"{API}/alert", dependencies=authorised, responses=refusals, summary="End the reduce-now alert")

@@ -9,7 +9,6 @@ use and tries again later.
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 import threading
 import urllib.parse
@@ -17,10 +16,11 @@ from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from gateway.logs import get_logger
 from gateway.model import QuarterHour
 from gateway.store import SCHEMA_VERSION, Allocation, DailyTotal, MonthlyTotal, Store, StoreError
 
-log = logging.getLogger("quartier.services.web")
+log = get_logger("quartier.services.web")
 
 
 class ReadOnlyStore(Store):

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import Callable
 from pathlib import Path
 
-log = logging.getLogger("quartier.services.web")
+from gateway.logs import get_logger
+
+log = get_logger("quartier.services.web")
 
 MAX_LINE = 64 * 1024
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import signal
 
+from gateway.logs import get_logger
 from services.node.web.fleet import Fleet
 
-log = logging.getLogger("quartier.services.web")
+log = get_logger("quartier.services.web")
 
 
 def build(cfg, *, fleet: Fleet | None = None):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import time
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from gateway.logs import get_logger
 from services.signal import SignalSettings
 from services.node.web.figures import Prices, local_midnight
 from services.node.web.fleet import Fleet, MemberQuarterHour, OperationSetup
@@ -24,7 +24,7 @@ from services.node.web.history import History
 from services.node.web.live_client import LiveClient
 from services.node.web.state import DayTotals, NodeState, Update
 
-log = logging.getLogger("quartier.services.web")
+log = get_logger("quartier.services.web")
 
 
 @dataclass(frozen=True, slots=True)

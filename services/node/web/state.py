@@ -8,13 +8,13 @@ runs on the web service's event loop thread, and listeners are called synchronou
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from gateway.logs import get_logger
 from services.signal import (
     Alert,
     QuarterSoFar,
@@ -26,7 +26,7 @@ from services.signal import (
 )
 from services.node.web.fleet import Fleet
 
-log = logging.getLogger("quartier.services.web")
+log = get_logger("quartier.services.web")
 
 QUARTER_S = 900.0
 
