@@ -40,6 +40,12 @@ class P1Source(_Section):
     baudrate: Literal["auto", 115200, 9600] = "auto"
     # override the id the meter announces (0-0:96.1.1); pseudonymous ids on the wire come later
     meter_id: str | None = None
+    # the most power this connection can carry, W (default daemon.max_power_w); a larger register step
+    # is a glitch. e-MUCS meters that announce a lower limiter or fuse threshold are held to that.
+    max_power_w: float | None = Field(default=None, gt=0, le=10_000_000, allow_inf_nan=False)
+    # "pi": a meter time further than daemon.clock_tolerance_s from the synchronised Pi clock is refused;
+    # "neighbours": judged only against the telegrams around it (a simulated meter faster than real time)
+    clock_check: Literal["pi", "neighbours"] = "pi"
 
 
 class SimulatedSource(_Section):
@@ -50,6 +56,7 @@ class SimulatedSource(_Section):
     seed: int = 0
     pv_kwp: float = Field(default=4.0, ge=0, le=100)
     start: str | None = None  # ISO 8601; default: today 10:00 local (the sun is up)
+    max_power_w: float | None = Field(default=None, gt=0, le=10_000_000, allow_inf_nan=False)
 
 
 class FluksoSensor(_Section):
@@ -85,6 +92,7 @@ class FluksoSource(_Section):
     future_tolerance_s: float = Field(default=10, ge=0)
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     backoff_max_s: float = Field(default=30, gt=0)
+    max_power_w: float | None = Field(default=None, gt=0, le=10_000_000, allow_inf_nan=False)  # see P1Source
 
     @field_validator("device")
     @classmethod
@@ -138,8 +146,15 @@ class DaemonConfig(_Section):
     # runtime state (health file); a tmpfs on a Pi, so the SD card is not written every few seconds
     runtime_dir: Path = Path("/run/quartier")
     health_interval_s: float = Field(default=5, gt=0)
-    # the systemd watchdog is fed only while telegrams arrive within this age
+    # the systemd watchdog is fed only while readings are *accepted* within this age
     watchdog_max_telegram_age_s: float = Field(default=60, gt=0)
+    # meter plausibility (gateway/plausibility.py): the default bound on a register step, W, for sources
+    # that set no max_power_w: 3 x 400 V x 63 A, the largest residential connection
+    max_power_w: float = Field(default=43_650, gt=0, le=10_000_000, allow_inf_nan=False)
+    # a meter time further than this from the synchronised Pi clock is refused (sources with clock_check "pi")
+    clock_tolerance_s: float = Field(default=900, ge=1, le=31 * 86400, allow_inf_nan=False)
+    # a register drop or jump, or a clock jump, is believed once this many consistent readings show it
+    confirm_readings: int = Field(default=3, ge=2, le=100)
     secrets_file: Path | None = None
 
     @field_validator("timezone")
@@ -425,6 +440,9 @@ bucket = "quartier"
 [daemon]
 timezone = "Europe/Brussels"
 runtime_dir = "/run/quartier"
+max_power_w = 43650     # largest register step believed, as W x elapsed time (per source: max_power_w)
+clock_tolerance_s = 900 # meter time this far from the synchronised Pi clock is refused
+confirm_readings = 3    # a register drop or clock jump is believed once it persists this many readings
 # secrets_file = "/etc/quartier/secrets.toml"
 
 [web]                   # quartier web: the page, the API and the live stream
