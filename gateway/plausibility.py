@@ -16,7 +16,8 @@ Rules (per meter, relative to the last *accepted* reading ``L``):
   ``time_jump``; with a synchronised Pi clock, a meter time further than ``clock_tolerance_s`` from
   it is refused at once (``future`` ahead, ``time_jump`` behind).
 
-A drop, a step or a jump is *held*, not believed: a real meter exchange, reset, clock correction or
+The first reading of a meter (no stored boundary to resume from) is held the same way: there is
+nothing to judge it against until the next ones continue it. A drop, a step or a jump is *held*, not believed: a real meter exchange, reset, clock correction or
 outage persists, so once ``confirm`` consistent readings continue it, the held series is accepted (a
 register change as a reset, counted zero; a clock moved back as a clock step). An honest reading
 that continues from ``L`` instead discards the held ones, each counted as refused. Nothing the gate
@@ -143,6 +144,13 @@ def _register_problem(prev: Reading, r: Reading, dt_s: float, limits: Limits) ->
 
 
 @dataclass(slots=True)
+class _Series:
+    readings: list[Reading]
+    reason: Reason
+    detail: str
+
+
+@dataclass(slots=True)
 class MeterGate:
     """One meter's plausibility state: the last accepted reading and the held candidates."""
 
@@ -150,9 +158,17 @@ class MeterGate:
     limits: Limits = field(default_factory=Limits)
     last: Reading | None = None  # the last accepted reading (or the store's last boundary)
     cadence_s: float | None = None  # the last accepted interval between readings
-    held: list[Reading] = field(default_factory=list)
-    held_reason: Reason | None = None
-    held_detail: str = ""
+    # held series that do not continue ``last``: the first seen, and one rival (a glitch among held
+    # readings, or the first reading itself a glitch, must not keep the honest series from confirming)
+    series: list[_Series] = field(default_factory=list)
+
+    @property
+    def held(self) -> list[Reading]:
+        return [r for sr in self.series for r in sr.readings]
+
+    @property
+    def held_reason(self) -> Reason | None:
+        return self.series[0].reason if self.series else None
 
     @classmethod
     def from_boundary(cls, meter_id: str, limits: Limits, time: datetime, import_wh: dict[str, int],
@@ -194,34 +210,48 @@ class MeterGate:
                 d.refused.append(Refusal(reason, r, f"meter time {r.time.isoformat()} is {off:+.0f} s from the Pi clock"))
                 return d
         last = self.last
-        if last is None:
-            self._accept(r, d, Change.NORMAL)
-            return d
-        if r.time == last.time and not self.held:
-            return d  # the same second again: nothing new (not a glitch, not a reading)
-        problem = self._judge(last, r, self._jump_limit_s())
-        if problem is None:
-            self._discard(d)
-            self._accept(r, d, Change.NORMAL)
-            return d
-        if self.held:
-            # a held series goes on when r continues it at an ordinary cadence
-            cont = self._judge(self.held[-1], r, self.limits.max_jump_s)
-            if cont is None:
-                self.held.append(r)
-                if len(self.held) >= self.limits.confirm:
-                    self._confirm(d)
+        if last is not None:
+            if r.time == last.time and not self.series:
+                return d  # the same second again: nothing new (not a glitch, not a reading)
+            problem = self._judge(last, r, self._jump_limit_s())
+            if problem is None:
+                self._discard(d, self.series)
+                self._accept(r, d, Change.NORMAL)
+                return d
+        else:
+            # nothing to judge the very first reading against: it too must be continued to be believed
+            problem = (Reason.TIME_JUMP, "a first reading that the next ones did not continue")
+        for sr in self.series:
+            if self._extend(sr, r, d):
+                if len(sr.readings) >= self.limits.confirm:
+                    self._confirm(sr, d)
                 else:
                     d.held = True
                 return d
-            self._discard(d)
-        self.held = [r]
-        self.held_reason, self.held_detail = problem
+        new = _Series([r], *problem)
+        if len(self.series) >= 2:  # the older rival gave way to a newer one: it was not continued
+            self._discard(d, self.series[1:])
+            del self.series[1:]
+        self.series.append(new)
         if self.limits.confirm <= 1:
-            self._confirm(d)
+            self._confirm(new, d)
         else:
             d.held = True
         return d
+
+    def _extend(self, sr: _Series, r: Reading, d: Decision) -> bool:
+        """Append ``r`` to a held series if it continues it; a glitch inside the series (``r``
+        continues an earlier held reading, not the last) is refused and dropped from it."""
+        held = sr.readings
+        for i in range(len(held) - 1, -1, -1):
+            if self._judge(held[i], r, self.limits.max_jump_s) is None:
+                for bad in held[i + 1 :]:
+                    why = self._judge(held[i], bad, self.limits.max_jump_s) or (Reason.TIME_JUMP, "")
+                    d.refused.append(Refusal(why[0], bad, why[1]))
+                del held[i + 1 :]
+                held.append(r)
+                return True
+        return False
 
     def _accept(self, r: Reading, d: Decision, change: Change) -> None:
         if self.last is not None and change is Change.NORMAL:
@@ -231,13 +261,14 @@ class MeterGate:
         d.accepted.append((r, change))
         self.last = r
 
-    def _confirm(self, d: Decision) -> None:
+    def _confirm(self, sr: _Series, d: Decision) -> None:
         """The held series persisted: a real exchange, reset, clock correction or outage."""
-        series, reason = self.held, self.held_reason
-        self.held, self.held_reason, self.held_detail = [], None, ""
-        first = series[0]
-        assert self.last is not None
-        if reason in (Reason.REGISTER_DROP, Reason.IMPLAUSIBLE_STEP):
+        self._discard(d, [o for o in self.series if o is not sr])
+        self.series = []
+        first = sr.readings[0]
+        if self.last is None:
+            change = Change.NORMAL
+        elif sr.reason in (Reason.REGISTER_DROP, Reason.IMPLAUSIBLE_STEP):
             change = Change.RESET
         elif first.time <= self.last.time:
             change = Change.CLOCK_STEP
@@ -246,16 +277,16 @@ class MeterGate:
         d.accepted.append((first, change))
         self.last = first
         self.cadence_s = None
-        for r in series[1:]:
+        for r in sr.readings[1:]:
             self._accept(r, d, Change.NORMAL)
 
-    def _discard(self, d: Decision) -> None:
-        """An honest reading continued from the last accepted one: the held ones were glitches."""
-        if self.held:
-            assert self.held_reason is not None
-            for h in self.held:
-                d.refused.append(Refusal(self.held_reason, h, self.held_detail))
-            self.held, self.held_reason, self.held_detail = [], None, ""
+    def _discard(self, d: Decision, series: list[_Series]) -> None:
+        """Held readings that were not continued: glitches, each counted under its series' reason."""
+        for sr in series:
+            for h in sr.readings:
+                d.refused.append(Refusal(sr.reason, h, sr.detail))
+        if series is self.series:
+            self.series = []
 
 
 def fuse_limit_w(fuse_a: float | None, limiter_w: float | None, phases: int) -> float | None:
