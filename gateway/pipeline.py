@@ -180,7 +180,7 @@ class Pipeline:
                 self._refuse_locked(mid, refusal.reason.value, refusal.detail, telegram=False, reading=refusal.reading)
             closed: list[QuarterHour] = []
             for r, change in decision.accepted:
-                closed += agg.add(r, reset=change is Change.RESET, clock_step=change is Change.CLOCK_STEP)
+                closed += agg.add(r, reset=change.reset, clock_step=change.clock_step)
                 if change is not Change.NORMAL:
                     log.warning("reading.change_confirmed", extra={"meter": mid, "change": change.value,
                                                                    "meter_time": r.time.isoformat()})

@@ -62,6 +62,15 @@ class Change(StrEnum):
     NORMAL = "normal"
     RESET = "reset"  # a confirmed register drop or jump: counted zero across it (meter exchange, reset)
     CLOCK_STEP = "clock_step"  # a confirmed backwards clock correction
+    CLOCK_STEP_RESET = "clock_step_reset"  # both at once (e.g. a store's boundary from another meter's past)
+
+    @property
+    def reset(self) -> bool:
+        return self in (Change.RESET, Change.CLOCK_STEP_RESET)
+
+    @property
+    def clock_step(self) -> bool:
+        return self in (Change.CLOCK_STEP, Change.CLOCK_STEP_RESET)
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,14 +275,18 @@ class MeterGate:
         self._discard(d, [o for o in self.series if o is not sr])
         self.series = []
         first = sr.readings[0]
-        if self.last is None:
+        last = self.last
+        if last is None:
             change = Change.NORMAL
-        elif sr.reason in (Reason.REGISTER_DROP, Reason.IMPLAUSIBLE_STEP):
-            change = Change.RESET
-        elif first.time <= self.last.time:
-            change = Change.CLOCK_STEP
         else:
-            change = Change.NORMAL  # an outage, or a clock moved forward: the gap is estimated
+            back = first.time <= last.time
+            # registers judged over the real gap; across a clock moved back only a drop can be told
+            problem = _register_problem(last, first, (first.time - last.time).total_seconds() if not back
+                                        else math.inf, self.limits)
+            if back:
+                change = Change.CLOCK_STEP_RESET if problem is not None else Change.CLOCK_STEP
+            else:  # an outage, or a clock moved forward: the gap is estimated (unless registers restarted)
+                change = Change.RESET if problem is not None else Change.NORMAL
         d.accepted.append((first, change))
         self.last = first
         self.cadence_s = None

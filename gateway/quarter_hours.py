@@ -214,7 +214,8 @@ class QuarterHourAggregator:
         if self._start is not None:
             s = self._start
             self._start = _Boundary(floor_quarter(t), s.imp, s.exp, exact=False, estimated=True)
-        self._last = None
+        if self._last is not None:  # the registers go on from the last reading, just before ``t``
+            self._last = _Point(t - _US, self._last.imp, self._last.exp)
         self._pending_flags.add(flag)
 
     def _boundary_between(self, a: _Point, b: _Point, at: datetime) -> _Boundary:
