@@ -16,8 +16,7 @@ Rules (per meter, relative to the last *accepted* reading ``L``):
   ``time_jump``; with a synchronised Pi clock, a meter time further than ``clock_tolerance_s`` from
   it is refused at once (``future`` ahead, ``time_jump`` behind).
 
-The first reading of a meter (no stored boundary to resume from) is held the same way: there is
-nothing to judge it against until the next ones continue it. A drop, a step or a jump is *held*, not believed: a real meter exchange, reset, clock correction or
+A drop, a step or a jump is *held*, not believed: a real meter exchange, reset, clock correction or
 outage persists, so once ``confirm`` consistent readings continue it, the held series is accepted (a
 register change as a reset, counted zero; a clock moved back as a clock step). An honest reading
 that continues from ``L`` instead discards the held ones, each counted as refused. Nothing the gate
@@ -81,6 +80,8 @@ class Limits:
     clock_tolerance_s: float | None = DEFAULT_CLOCK_TOLERANCE_S
     confirm: int = DEFAULT_CONFIRM
     max_jump_s: float = 300.0  # the longest gap believed without confirmation
+    # a gap longer than this many times the stream's own cadence is a jump too (None: only max_jump_s)
+    cadence_factor: float | None = 3.0
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.max_power_w) and self.max_power_w > 0):
@@ -187,9 +188,9 @@ class MeterGate:
         return cls(meter_id, limits, last=last)
 
     def _jump_limit_s(self) -> float:
-        if self.cadence_s is None:
+        if self.cadence_s is None or self.limits.cadence_factor is None:
             return self.limits.max_jump_s
-        return min(self.limits.max_jump_s, max(_MIN_JUMP_S, 3.0 * self.cadence_s))
+        return min(self.limits.max_jump_s, max(_MIN_JUMP_S, self.limits.cadence_factor * self.cadence_s))
 
     def _judge(self, prev: Reading, r: Reading, jump_s: float) -> tuple[Reason, str] | None:
         """Why ``r`` does not continue ``prev`` (registers known), or None if it does."""
@@ -228,8 +229,10 @@ class MeterGate:
                 self._accept(r, d, Change.NORMAL)
                 return d
         else:
-            # nothing to judge the very first reading against: it too must be continued to be believed
-            problem = (Reason.TIME_JUMP, "a first reading that the next ones did not continue")
+            # nothing to judge the very first reading against (no stored boundary): taken as it is; if
+            # it was a glitch, the honest readings after it confirm themselves as a rival series
+            self._accept(r, d, Change.NORMAL)
+            return d
         for sr in self.series:
             if self._extend(sr, r, d):
                 if len(sr.readings) >= self.limits.confirm:
