@@ -98,7 +98,7 @@ class FluksoClient:
         baseline: Callable[[str], QuarterHour | None] | None = None,
         clock_synced: Callable[[], bool | None] | None = None,
         now: Callable[[], datetime] | None = None,
-        on_rejected: Callable[[str], object] | None = None,
+        on_rejected: Callable[[str, str, str], object] | None = None,  # (meter id, kind, reason)
         on_power: Callable[[LivePower], object] | None = None,
         keepalive_s: int = 30,
         backoff_min_s: float = 0.5,
@@ -341,7 +341,7 @@ class FluksoClient:
         meter_id = meter_id or (self.assignments[0].meter_id if self.assignments else None)
         if self.on_rejected is not None and meter_id is not None:
             try:
-                self.on_rejected(meter_id)
+                self.on_rejected(meter_id, kind, reason)
             except Exception:
                 log.exception("flukso.on_rejected_failed")
 
@@ -369,7 +369,7 @@ def _power_of_ten(n: int) -> bool:
 def client_for_source(src, *, on_reading: Callable[[Reading], object],
                       baseline: Callable[[str], QuarterHour | None] | None = None,
                       clock_synced: Callable[[], bool | None] | None = None,
-                      on_rejected: Callable[[str], object] | None = None,
+                      on_rejected: Callable[[str, str, str], object] | None = None,
                       on_power: Callable[[LivePower], object] | None = None) -> FluksoClient:
     """A client for a ``flukso.source.FluksoSettings`` table."""
     from flukso.sensors import Role

@@ -17,6 +17,9 @@ from gateway.sources import SourceContext, SourceKind, SourceSettings
 
 log = get_logger("quartier.flukso.source")
 
+# the Flukso client's refusal kinds, as the daemon's health names them (gateway/plausibility.py)
+_REASONS = {"backwards": "register_drop", "future": "future"}
+
 
 class FluksoSensor(BaseModel):
     """One Fluksometer sensor: what it measures for which meter (roles: see flukso/sensors.py)."""
@@ -57,6 +60,10 @@ class FluksoSettings(SourceSettings):
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     backoff_max_s: float = Field(default=30, gt=0)
 
+    @property
+    def runs_on_real_time(self) -> bool:
+        return self.clock == "pi"  # "sensor": the Fluksometer's own timestamps (an emulator may run fast)
+
     def describe(self) -> str:
         return f"flukso:{self.host}:{self.port}"
 
@@ -88,7 +95,8 @@ def _open(settings: FluksoSettings, ctx: SourceContext):
         on_reading=sink.feed_reading,
         baseline=ctx.baseline,
         clock_synced=ctx.clock_synced,
-        on_rejected=sink.count_rejected,  # bad Flukso input counts against its meter in health
+        # bad Flukso input counts against its meter in health, by reason
+        on_rejected=lambda meter_id, kind, detail: sink.count_refused(meter_id, _REASONS.get(kind, kind), detail or kind),
         on_power=lambda p: sink.publish_power(p.meter_id, p.import_w, p.export_w),
     )
     log.info("flukso.source", extra={"broker": client.port, "sensors": len(settings.sensors), "clock": settings.clock,

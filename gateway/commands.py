@@ -114,6 +114,7 @@ def cmd_replay(args) -> int:
         "telegrams": frames,
         "crc_errors": sum(h.crc_errors for h in pipeline.health.values()) + pipeline.unattributed_crc_errors,
         "rejected": sum(h.rejected for h in pipeline.health.values()),
+        "refused": _refused_totals(pipeline),
         "discarded_bytes": framer.discarded_bytes,
         "quarter_hours": pipeline.committed,
         "estimated": sum(a.stats.estimated for a in pipeline.aggregators.values()),
@@ -122,6 +123,16 @@ def cmd_replay(args) -> int:
     }
     print(json.dumps(summary), file=sys.stderr)
     return 0
+
+
+def _refused_totals(pipeline) -> dict[str, int]:
+    """Refused readings by reason over every meter (and frames no meter could be told for)."""
+    from collections import Counter
+
+    total: Counter = Counter(pipeline.unattributed)
+    for h in pipeline.health.values():
+        total.update(h.refused)
+    return dict(sorted(total.items()))
 
 
 def _parse_time(value: str | None, name: str) -> datetime | None:
@@ -231,10 +242,19 @@ def cmd_status(args) -> int:
         print(f"daemon         pid {health.get('pid')}, health written {health.get('time')}")
         print(f"last telegram  {'never' if age is None else f'{age} s ago'}")
         print(f"clock synced   {health.get('clock_synchronised')}")
+        acc = health.get("last_accepted_age_s")
+        print(f"last accepted  {'never' if acc is None else f'{acc} s ago'}")
         for mid, m in health.get("meters", {}).items():
             rate = m.get("crc_error_rate")
-            print(f"meter {mid}: {m['telegrams']} telegrams, CRC errors {m['crc_errors']}"
+            print(f"meter {mid}: {m['telegrams']} telegrams, {m.get('accepted', '-')} accepted, CRC errors {m['crc_errors']}"
                   f" ({'-' if rate is None else f'{rate:.2%}'}), import {m.get('import_w')} W, export {m.get('export_w')} W")
+            refused = {k: v for k, v in (m.get("refused") or {}).items() if v}
+            if refused:
+                print(f"  refused: {', '.join(f'{k} {v}' for k, v in refused.items())}")
+        for name, r in health.get("readers", {}).items():
+            unattributed = {k: v for k, v in (r.get("unattributed") or {}).items() if v}
+            if unattributed:
+                print(f"reader {name}: refused before its meter was known: {', '.join(f'{k} {v}' for k, v in unattributed.items())}")
         for name, s in health.get("sinks", {}).items():
             print(f"sink {name}: last success {s.get('last_success') or 'never'}, last error {s.get('last_error') or 'none'}")
     return 0

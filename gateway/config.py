@@ -78,8 +78,15 @@ class DaemonConfig(_Section):
     # runtime state (health file); a tmpfs on a Pi, so the SD card is not written every few seconds
     runtime_dir: Path = Path("/run/quartier")
     health_interval_s: float = Field(default=5, gt=0)
-    # the systemd watchdog is fed only while telegrams arrive within this age
+    # the systemd watchdog is fed only while readings are *accepted* within this age
     watchdog_max_telegram_age_s: float = Field(default=60, gt=0)
+    # meter plausibility (gateway/plausibility.py): the default bound on a register step, W, for sources
+    # that set no max_power_w: 3 x 400 V x 63 A, the largest residential connection
+    max_power_w: float = Field(default=43_650, gt=0, le=10_000_000, allow_inf_nan=False)
+    # a meter time further than this from the synchronised Pi clock is refused (sources with clock_check "pi")
+    clock_tolerance_s: float = Field(default=900, ge=1, le=31 * 86400, allow_inf_nan=False)
+    # a register drop or jump, or a clock jump, is believed once this many consistent readings show it
+    confirm_readings: int = Field(default=3, ge=2, le=100)
     secrets_file: Path | None = None
 
     @field_validator("timezone")
@@ -400,6 +407,9 @@ bucket = "quartier"
 [daemon]
 timezone = "Europe/Brussels"
 runtime_dir = "/run/quartier"
+max_power_w = 43650     # largest register step believed, as W x elapsed time (per source: max_power_w)
+clock_tolerance_s = 900 # meter time this far from the synchronised Pi clock is refused
+confirm_readings = 3    # a register drop or clock jump is believed once it persists this many readings
 # secrets_file = "/etc/quartier/secrets.toml"
 
 [web]                   # quartier web: the page, the API and the live stream

@@ -107,18 +107,27 @@ class Daemon:
 
     def _make_runner(self, index: int, src) -> _SourceRunner:
         from gateway.live import LivePipeline
+        from gateway.plausibility import Limits
         from gateway.sources import SourceContext, source_kinds
 
+        d = self.config.daemon
+        # the wall-clock check needs a meter clock that runs in real time: not a simulated one, and
+        # not a Fluksometer's own clock taken as it is (an emulator faster than real time)
+        wall = src.runs_on_real_time
+        limits = Limits(max_power_w=src.max_power_w or d.max_power_w,
+                        clock_tolerance_s=d.clock_tolerance_s if wall else None,
+                        confirm=d.confirm_readings, max_jump_s=d.max_interpolation_gap_s)
         pipeline = LivePipeline(
             self.store,
             publisher=self.live,
-            max_gap=timedelta(seconds=self.config.daemon.max_interpolation_gap_s),
+            max_gap=timedelta(seconds=d.max_interpolation_gap_s),
             meter_id=src.meter_id,
             on_commit=self._notify_sinks,
             clock_synced=lambda: self._clock_synced is not False,
+            limits=limits,
         )
         ctx = SourceContext(sink=pipeline, baseline=self.store.last_boundary,
-                            clock_synced=lambda: self._clock_synced, timezone=self.config.daemon.timezone)
+                            clock_synced=lambda: self._clock_synced, timezone=d.timezone)
         reader = source_kinds()[src.type].open(src, ctx)
         return _SourceRunner(name=f"{src.type}{index}", pipeline=pipeline, reader=reader)
 
@@ -179,11 +188,12 @@ class Daemon:
                     runner.pipeline.flush()
             health = self.health()
             self._write_health(health)
-            age = health["last_telegram_age_s"]
+            # fed only while readings are accepted: telegrams that are all refused are no metering
+            age = health["last_accepted_age_s"]
             if age is not None and age <= cfg.watchdog_max_telegram_age_s:
                 systemd.notify("WATCHDOG=1\nSTATUS=" + _status_line(health))
             else:
-                systemd.notify("STATUS=no telegram for " + (f"{age:.0f} s" if age is not None else "ever"))
+                systemd.notify("STATUS=no accepted reading for " + (f"{age:.0f} s" if age is not None else "ever"))
             if now - last_retention > 3600:
                 last_retention = now
                 try:
@@ -224,20 +234,29 @@ class Daemon:
         meters: dict[str, dict] = {}
         readers: dict[str, dict] = {}
         ages = []
+        accepted_ages = []
         for runner in self.runners:
             p = runner.pipeline
             for mid, h in p.health.items():
                 age = now - h.last_telegram_monotonic if h.last_telegram_monotonic else None
                 if age is not None:
                     ages.append(age)
+                acc_age = now - h.last_accepted_monotonic if h.last_accepted_monotonic else None
+                if acc_age is not None:
+                    accepted_ages.append(acc_age)
                 live = p.aggregators.get(mid).live() if mid in p.aggregators else None
                 meters[mid] = {
                     "source": runner.name,
                     "telegrams": h.telegrams,
+                    "accepted": h.accepted,
                     "crc_errors": h.crc_errors,
                     "crc_error_rate": h.crc_error_rate,
                     "rejected": h.rejected,
+                    # every refused reading by reason: crc, no_crc, unknown_register, implausible_step,
+                    # register_drop, time_jump, future
+                    "refused": dict(sorted(h.refused.items())),
                     "last_telegram_age_s": round(age, 1) if age is not None else None,
+                    "last_accepted_age_s": round(acc_age, 1) if acc_age is not None else None,
                     "meter_time": utc_iso(h.last_reading.time) if h.last_reading else None,
                     "import_w": h.last_reading.import_w if h.last_reading else None,
                     "export_w": h.last_reading.export_w if h.last_reading else None,
@@ -251,7 +270,8 @@ class Daemon:
             readers[runner.name] = {
                 "port": getattr(runner.reader, "port", None),
                 "reconnects": getattr(runner.reader, "reconnects", None),
-                "unattributed_crc_errors": p.unattributed_crc_errors,
+                "unattributed_crc_errors": p.unattributed_crc_errors,  # until the port's meter is known
+                "unattributed": dict(p.unattributed),
                 "pending_commits": p.pending,
             }
         sinks = {}
@@ -270,6 +290,7 @@ class Daemon:
             "pid": os.getpid(),
             "uptime_s": round(now - self.started_at, 1),
             "last_telegram_age_s": round(min(ages), 1) if ages else None,
+            "last_accepted_age_s": round(min(accepted_ages), 1) if accepted_ages else None,
             "meters": meters,
             "readers": readers,
             "outbox_depth": self.store.outbox_depth() if self.store else None,
@@ -290,6 +311,7 @@ class Daemon:
             log.warning("health.write_failed", extra={"path": str(d), "error": str(exc)})
 
 
+# the Fluksometer client's refusal kinds, in the gate's reasons where they mean the same
 def _capacity(live, reading) -> dict:
     """Flemish capacity tariff: will this quarter-hour set a new monthly peak (1-0:1.6.0)?"""
     projected = live.projected_demand_w()

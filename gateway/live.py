@@ -335,7 +335,9 @@ class LivePipeline(Pipeline):
     def feed_reading(self, reading: Reading, *, telegram: bool = False) -> list[QuarterHour]:
         committed = super().feed_reading(reading, telegram=telegram)
         if self.publisher is not None:
-            self._publish(reading, committed)
+            h = self.health.get(reading.meter_id)
+            # only what the plausibility gate accepted is news (a held or refused reading is not)
+            self._publish(reading if h is not None and h.last_reading is reading else None, committed)
         return committed
 
     def flush(self) -> list[QuarterHour]:

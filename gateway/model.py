@@ -58,8 +58,10 @@ class Reading:
 
     meter_id: str
     time: datetime  # aware, UTC
-    import_wh: dict[str, int]  # cumulative import register per tariff ("1", "2", ...), Wh
-    export_wh: dict[str, int]  # cumulative export register per tariff, Wh
+    # cumulative registers per tariff ("1", "2", ...), Wh; None = unknown (a line missing or unreadable:
+    # never zero, never a reset). Only readings with every register known reach the aggregator.
+    import_wh: dict[str, int | None]
+    export_wh: dict[str, int | None]
     import_w: float | None = None  # instantaneous import power, >= 0
     export_w: float | None = None  # instantaneous export power, >= 0
     clock: ClockQuality = ClockQuality.METER
@@ -70,14 +72,17 @@ class Reading:
     demand_w: float | None = None  # e-MUCS 1-0:1.4.0: running quarter-hour average demand
     month_peak_w: float | None = None  # e-MUCS 1-0:1.6.0: this month's peak quarter-hour demand
     month_peak_time: datetime | None = None
+    # the power the connection can carry as the meter announces it (e-MUCS limiter 0-0:17.0.0, fuse
+    # 1-0:31.4.0), W; None when it announces none: the configured maximum applies
+    max_power_w: float | None = None
 
     @property
     def import_total_wh(self) -> int:
-        return sum(self.import_wh.values())
+        return sum(v for v in self.import_wh.values() if v is not None)
 
     @property
     def export_total_wh(self) -> int:
-        return sum(self.export_wh.values())
+        return sum(v for v in self.export_wh.values() if v is not None)
 
 
 @dataclass(slots=True, frozen=True)

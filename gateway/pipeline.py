@@ -9,32 +9,46 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
-from gateway.from_p1 import NotAReading, to_reading
+from gateway.from_p1 import NotAReading, meter_id_of, to_reading
 from gateway.logs import get_logger
 from gateway.model import QuarterHour, Reading
+from gateway.plausibility import Change, Limits, MeterGate, Reason
 from gateway.quarter_hours import LiveQuarter, QuarterHourAggregator
+from p1.decode import CRC_DIALECTS
 
 log = get_logger("quartier.gateway.pipeline")
 
 
 @dataclass(slots=True)
 class MeterHealth:
-    """Counters one meter's reader and aggregator keep, for ``quartier status`` and the watchdog."""
+    """Counters one meter's reader and aggregator keep, for ``quartier status``, health.json and the
+    watchdog. ``refused`` counts every reading not used, by reason (gateway.plausibility.REASONS)."""
 
-    telegrams: int = 0
-    crc_errors: int = 0
-    rejected: int = 0  # framed and CRC-valid, but not a usable reading
+    telegrams: int = 0  # frames attributed to this meter, whatever became of them
+    accepted: int = 0  # readings the plausibility gate passed to the aggregator
+    refused: Counter = field(default_factory=Counter)
     last_telegram_monotonic: float | None = None
-    last_reading: Reading | None = None
+    last_accepted_monotonic: float | None = None
+    last_reading: Reading | None = None  # the last accepted reading
+
+    @property
+    def crc_errors(self) -> int:
+        """Damaged frames: a CRC mismatch, or no CRC from a dialect that always sends one."""
+        return self.refused["crc"] + self.refused["no_crc"]
+
+    @property
+    def rejected(self) -> int:
+        """Readings refused for anything but damage (unknown register, implausible step, drop, time)."""
+        return sum(self.refused.values()) - self.crc_errors
 
     @property
     def crc_error_rate(self) -> float | None:
-        total = self.telegrams + self.crc_errors
-        return self.crc_errors / total if total else None
+        return self.crc_errors / self.telegrams if self.telegrams else None
 
 
 @dataclass
@@ -46,66 +60,142 @@ class Pipeline:
     batch_size: int = 2000
     on_commit: Callable[[list[QuarterHour]], None] | None = None
     clock_synced: Callable[[], bool | None] = lambda: True
+    # the meter's bounds; limits.clock_tolerance_s None: no check against the Pi clock (replay)
+    limits: Limits | None = None
+    wall_clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
     aggregators: dict[str, QuarterHourAggregator] = field(default_factory=dict)
+    gates: dict[str, MeterGate] = field(default_factory=dict)
     health: dict[str, MeterHealth] = field(default_factory=dict)
-    unattributed_crc_errors: int = 0
+    # damaged frames before any meter was seen: they go to the port's meter once it is known
+    unattributed: Counter = field(default_factory=Counter)
     committed: int = 0
     _pending: list[QuarterHour] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _commit_failing: bool = False
+    _episodes: dict[str, tuple[str, int]] = field(default_factory=dict)  # meter -> (reason, refusals)
+    _crc_seen: set[str] = field(default_factory=set)  # meters that sent a valid CRC
+
+    def __post_init__(self) -> None:
+        if self.limits is None:
+            # no wall-clock check unless asked (the daemon does): a replayed capture is old
+            self.limits = Limits(clock_tolerance_s=None, max_jump_s=self.max_gap.total_seconds())
+
+    @property
+    def unattributed_crc_errors(self) -> int:
+        return self.unattributed["crc"] + self.unattributed["no_crc"]
 
     # -- inputs ----------------------------------------------------------------------------------
 
+    def _port_meter(self) -> str | None:
+        """The one meter this reader serves, when known (configured, or the only one seen)."""
+        return self.meter_id or (next(iter(self.health)) if len(self.health) == 1 else None)
+
+    def _health(self, meter_id: str) -> MeterHealth:
+        h = self.health.get(meter_id)
+        if h is None:
+            h = self.health[meter_id] = MeterHealth()
+            if self.unattributed and (self.meter_id or len(self.health) == 1):
+                h.refused.update(self.unattributed)
+                h.telegrams += sum(self.unattributed.values())
+                self.unattributed.clear()
+        return h
+
+    def count_refused(self, meter_id: str | None, reason: str, detail: str, *, telegram: bool = False,
+                      reading: Reading | None = None) -> None:
+        """Count one refused input against its meter (the port's meter when it cannot be told),
+        logging once per episode. Also the entry point for sources' own refusals (Flukso)."""
+        with self._lock:
+            self._refuse_locked(meter_id, reason, detail, telegram=telegram, reading=reading)
+
+    def _refuse_locked(self, meter_id: str | None, reason: str, detail: str, *, telegram: bool,
+                       reading: Reading | None = None) -> None:
+        mid = meter_id or self._port_meter()
+        if mid is None:
+            self.unattributed[reason] += 1
+            mid_shown = "unknown"
+        else:
+            h = self._health(mid)
+            h.refused[reason] += 1
+            if telegram:
+                h.telegrams += 1
+                h.last_telegram_monotonic = time.monotonic()
+            mid_shown = mid
+        episode = self._episodes.get(mid_shown)
+        if episode is None or episode[0] != reason:
+            log.warning("reading.refused", extra={
+                "meter": mid_shown, "reason": reason, "detail": detail,
+                **({"meter_time": reading.time.isoformat(), "import_wh": reading.import_total_wh,
+                    "export_wh": reading.export_total_wh} if reading is not None else {})})
+            self._episodes[mid_shown] = (reason, 1)
+        else:
+            self._episodes[mid_shown] = (reason, episode[1] + 1)
+
     def feed_telegram(self, telegram) -> list[QuarterHour]:
-        """One parsed telegram (p1.Telegram). A failed CRC is counted against the meter, not used."""
+        """One parsed telegram (p1.Telegram). Damaged ones (CRC mismatch, or no CRC from a dialect
+        that always sends one, or from a meter that sent one before) are counted, never used."""
         if telegram.crc_ok is False:
-            with self._lock:
-                # the meter id inside a corrupt telegram cannot be trusted: count it on the only meter
-                # this reader serves when that is known
-                mid = self.meter_id or (next(iter(self.health)) if len(self.health) == 1 else None)
-                if mid is None:
-                    self.unattributed_crc_errors += 1
-                else:
-                    self.health.setdefault(mid, MeterHealth()).crc_errors += 1
-            log.warning("telegram.crc_failed", extra={"meter": mid or "?", "header": telegram.header})
+            # the meter id inside a damaged telegram cannot be trusted: the port's meter it is
+            self.count_refused(None, Reason.CRC, telegram.errors[0] if telegram.errors else "CRC mismatch", telegram=True)
             return []
+        mid = self.meter_id or meter_id_of(telegram)
+        if telegram.crc_ok is None and (telegram.dialect in CRC_DIALECTS or mid in self._crc_seen):
+            self.count_refused(None, Reason.NO_CRC, f"{telegram.dialect.value} telegram without CRC", telegram=True)
+            return []
+        if telegram.crc_ok:
+            self._crc_seen.add(mid)
         try:
             reading = to_reading(telegram, meter_id=self.meter_id, clock_synced=bool(self.clock_synced()))
         except NotAReading as exc:
-            mid = self.meter_id or "?"
-            with self._lock:
-                self.health.setdefault(mid, MeterHealth()).rejected += 1
-            log.warning("telegram.rejected", extra={"meter": mid, "reason": str(exc)})
+            self.count_refused(self.meter_id or (mid if telegram.equipment_id else None), Reason.UNKNOWN_REGISTER,
+                               str(exc), telegram=True)
             return []
         return self.feed_reading(reading, telegram=True)
 
     def feed_reading(self, reading: Reading, *, telegram: bool = False) -> list[QuarterHour]:
+        """One reading through the meter's plausibility gate, then what it accepted to the aggregator."""
         with self._lock:
-            h = self.health.setdefault(reading.meter_id, MeterHealth())
+            mid = reading.meter_id
+            h = self._health(mid)
+            now_mono = time.monotonic()
             if telegram:
                 h.telegrams += 1
-            h.last_telegram_monotonic = time.monotonic()
-            h.last_reading = reading
-            agg = self.aggregators.get(reading.meter_id)
+                h.last_telegram_monotonic = now_mono
+            agg = self.aggregators.get(mid)
             if agg is None:
-                baseline = self.store.last_boundary(reading.meter_id)
-                agg = QuarterHourAggregator(reading.meter_id, max_gap=self.max_gap, source=reading.source, baseline=baseline)
-                self.aggregators[reading.meter_id] = agg
+                baseline = self.store.last_boundary(mid)
+                agg = QuarterHourAggregator(mid, max_gap=self.max_gap, source=reading.source, baseline=baseline)
+                self.aggregators[mid] = agg
+                gate = (MeterGate.from_boundary(mid, self.limits, baseline.end, baseline.end_import_register,
+                                                baseline.end_export_register, baseline.source)
+                        if baseline is not None else MeterGate(mid, self.limits))
+                self.gates[mid] = gate
                 log.info(
                     "meter.seen",
-                    extra={"meter": reading.meter_id, "resume_from": baseline.end.isoformat() if baseline else "none"},
+                    extra={"meter": mid, "resume_from": baseline.end.isoformat() if baseline else "none"},
                 )
-            closed = agg.add(reading)
+            gate = self.gates[mid]
+            check_wall = self.limits.clock_tolerance_s is not None and self.clock_synced() is True
+            decision = gate.check(reading, now=self.wall_clock() if check_wall else None)
+            for refusal in decision.refused:
+                self._refuse_locked(mid, refusal.reason.value, refusal.detail, telegram=False, reading=refusal.reading)
+            closed: list[QuarterHour] = []
+            for r, change in decision.accepted:
+                closed += agg.add(r, reset=change.reset, clock_step=change.clock_step)
+                if change is not Change.NORMAL:
+                    log.warning("reading.change_confirmed", extra={"meter": mid, "change": change.value,
+                                                                   "meter_time": r.time.isoformat()})
+            if decision.accepted:
+                h.accepted += len(decision.accepted)
+                h.last_accepted_monotonic = now_mono
+                h.last_reading = decision.accepted[-1][0]
+                episode = self._episodes.pop(mid, None)
+                if episode is not None:
+                    log.info("reading.refusals_ended", extra={"meter": mid, "reason": episode[0], "refused": episode[1]})
             if closed:
                 self._pending.extend(closed)
             if self._pending and (not self.batch or len(self._pending) >= self.batch_size):
                 return self._commit_locked()
             return []
-
-    def count_rejected(self, meter_id: str) -> None:
-        """A source's input for this meter that could not be used (a Flukso payload, say)."""
-        with self._lock:
-            self.health.setdefault(meter_id, MeterHealth()).rejected += 1
 
     def feed_readings(self, readings: Iterable[Reading]) -> None:
         for r in readings:
@@ -157,6 +247,12 @@ class Pipeline:
     def last_telegram_age_s(self, now_monotonic: float | None = None) -> float | None:
         now = time.monotonic() if now_monotonic is None else now_monotonic
         ages = [now - h.last_telegram_monotonic for h in self.health.values() if h.last_telegram_monotonic]
+        return min(ages) if ages else None
+
+    def last_accepted_age_s(self, now_monotonic: float | None = None) -> float | None:
+        """Since the last reading the gate accepted: what the watchdog is fed on (bytes are not metering)."""
+        now = time.monotonic() if now_monotonic is None else now_monotonic
+        ages = [now - h.last_accepted_monotonic for h in self.health.values() if h.last_accepted_monotonic]
         return min(ages) if ages else None
 
 

@@ -19,7 +19,15 @@ next quarter-hour's start, also after a restart.
 
 A register that goes backwards (the meter was replaced or reset) is never turned into negative
 energy: the interval across the reset counts zero, the quarter-hour is flagged ``register_reset`` and
-``estimated``, and counting resumes from the new register.
+``estimated``, and counting resumes from the new register. Whether a drop is a reset or a glitch is
+not decided here: the plausibility gate (gateway/plausibility.py) passes only confirmed ones, and
+says so (``reset=True``) also for a confirmed jump upwards (a replaced meter with a higher register).
+
+A gap between readings is filled with estimated quarter-hours up to ``max_fill`` of them; a longer
+one (a meter clock ten years ahead, confirmed) is not spread over years of quarter-hours: counting
+restarts at the new time and the energy across the gap goes to the quarter-hour it restarts in,
+flagged ``gap_too_long``. A confirmed backwards clock correction (``clock_step=True``) likewise
+moves the running quarter-hour to the new time, flagged ``clock_step``.
 
 Pure: no I/O, no clock; the daemon feeds readings and commits what comes out.
 """
@@ -113,6 +121,7 @@ class QuarterHourAggregator:
     max_gap: timedelta = timedelta(minutes=5)
     source: str = "p1"
     baseline: QuarterHour | None = None
+    max_fill: int = 96 * 35  # the most quarter-hours one reading may close (a gap of 35 days)
     stats: AggregatorStats = field(default_factory=AggregatorStats)
     _last: _Point | None = None
     _start: _Boundary | None = None
@@ -133,9 +142,18 @@ class QuarterHourAggregator:
 
     # -- feeding ---------------------------------------------------------------------------------
 
-    def add(self, reading: Reading) -> list[QuarterHour]:
-        """Feed one reading; return the quarter-hours it closed (usually none, one at a boundary)."""
+    def add(self, reading: Reading, *, reset: bool = False, clock_step: bool = False) -> list[QuarterHour]:
+        """Feed one reading; return the quarter-hours it closed (usually none, one at a boundary).
+
+        ``reset``: the registers restart here (counted zero across). ``clock_step``: the meter's clock
+        was moved back (confirmed by the caller); counting goes on from the new time.
+        """
         self.stats.readings += 1
+        if clock_step and self._last is not None and reading.time <= self._last.time:
+            self._restart_at(reading.time, "clock_step")
+        elif (self._start is not None and self._last is not None
+              and reading.time - self._start.time > QUARTER * (self.max_fill + 1)):
+            self._restart_at(reading.time, "gap_too_long")
         last = self._last
         if last is not None and reading.time <= last.time:
             self.stats.out_of_order += 1
@@ -147,7 +165,7 @@ class QuarterHourAggregator:
         self._last_reading = reading
         imp = self._continuous(reading.import_wh, self._offset_imp)
         exp = self._continuous(reading.export_wh, self._offset_exp)
-        if last is not None and (_falls(imp, last.imp) or _falls(exp, last.exp)):
+        if last is not None and (reset or _falls(imp, last.imp) or _falls(exp, last.exp)):
             # meter replaced or reset: the interval across it counts zero, never negative
             self.stats.resets += 1
             log.warning(
@@ -187,6 +205,18 @@ class QuarterHourAggregator:
                 self._pending_flags.clear()
         self._last = point
         return closed
+
+    def _restart_at(self, t: datetime, flag: str) -> None:
+        """Move the running quarter-hour to the one containing ``t``: its start keeps the old start's
+        registers (nothing is lost), estimated, since where the energy fell in time is not known."""
+        log.warning("aggregator.restart", extra={"meter": self.meter_id, "at": t.isoformat(), "flag": flag,
+                                                 "last": self._last.time.isoformat() if self._last else "none"})
+        if self._start is not None:
+            s = self._start
+            self._start = _Boundary(floor_quarter(t), s.imp, s.exp, exact=False, estimated=True)
+        if self._last is not None:  # the registers go on from the last reading, just before ``t``
+            self._last = _Point(t - _US, self._last.imp, self._last.exp)
+        self._pending_flags.add(flag)
 
     def _boundary_between(self, a: _Point, b: _Point, at: datetime) -> _Boundary:
         num = (at - a.time) // _US

@@ -20,7 +20,7 @@ from functools import cache
 from importlib.metadata import entry_points
 from typing import Any, ClassVar, Protocol
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.model import QuarterHour, Reading
 
@@ -40,6 +40,16 @@ class SourceSettings(BaseModel):
 
     type: str
     meter_id: str | None = None
+    # the most power this connection can carry, W (default daemon.max_power_w); a larger register step
+    # is a glitch (gateway/plausibility.py). e-MUCS meters that announce a lower limiter or fuse
+    # threshold are held to that.
+    max_power_w: float | None = Field(default=None, gt=0, le=10_000_000)
+
+    @property
+    def runs_on_real_time(self) -> bool:
+        """Whether this source's meter clock runs in real time, so that a reading far from the
+        synchronised Pi clock is refused (daemon.clock_tolerance_s); a simulated meter does not."""
+        return False
 
     def describe(self) -> str:
         """One short line for ``quartier config check`` (the port or host read)."""
@@ -55,7 +65,7 @@ class ReadingSink(Protocol):
 
     def publish_power(self, meter_id: str, import_w: float | None, export_w: float | None) -> None: ...
 
-    def count_rejected(self, meter_id: str) -> None: ...
+    def count_refused(self, meter_id: str | None, reason: str, detail: str) -> None: ...
 
 
 @dataclass(frozen=True)

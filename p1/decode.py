@@ -41,7 +41,9 @@ _MAX_DURATION = 2**31 - 1
 _NUMBER_KIND, _TEXT_KIND, _VERSION_KIND, _LEGACY_KIND = Kind.NUMBER, Kind.TEXT, Kind.VERSION, Kind.LEGACY_MBUS
 _UNSEEN = object()
 
-_CRC_DIALECTS = frozenset({Dialect.DSMR40, Dialect.DSMR42, Dialect.DSMR50, Dialect.EMUCS, Dialect.SMARTY})
+# dialects that always send a CRC: a telegram of theirs without one is damaged (its digits lost)
+CRC_DIALECTS = frozenset({Dialect.DSMR40, Dialect.DSMR42, Dialect.DSMR50, Dialect.EMUCS, Dialect.SMARTY})
+_CRC_DIALECTS = CRC_DIALECTS
 
 
 def parse_telegram(frame: bytes) -> Telegram:

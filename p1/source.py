@@ -20,6 +20,13 @@ class P1Settings(SourceSettings):
     baudrate: Literal["auto", 115200, 9600] = "auto"
     # override the id the meter announces (0-0:96.1.1); pseudonymous ids on the wire come later
     meter_id: str | None = None
+    # "pi": a meter time further than daemon.clock_tolerance_s from the synchronised Pi clock is refused;
+    # "neighbours": judged only against the telegrams around it (a simulated meter faster than real time)
+    clock_check: Literal["pi", "neighbours"] = "pi"
+
+    @property
+    def runs_on_real_time(self) -> bool:
+        return self.clock_check == "pi"
 
     def describe(self) -> str:
         return f"p1:{self.port}"

@@ -27,6 +27,9 @@ class Rig:
     proc: subprocess.Popen | None = None
     log_path: Path | None = None
     runs: int = 0
+    glitches: list[str] = field(default_factory=list)  # tests.p1_glitches kinds, one per next telegram
+    glitch_all: str | None = None  # every telegram, until set back to None
+    glitched: list[tuple[datetime, str]] = field(default_factory=list)
 
     @property
     def db(self) -> Path:
@@ -42,6 +45,9 @@ class Rig:
             'type = "p1"',
             f'port = "{self.meter.path}"',
             "baudrate = 115200",
+            # the simulated meter runs faster than real time: its clock is judged against its own
+            # telegrams, not against the Pi's
+            'clock_check = "neighbours"',
             "[store]",
             f'path = "{self.db}"',
             "[daemon]",
@@ -84,6 +90,14 @@ class Rig:
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
 
+    def rss_kb(self) -> int:
+        """The daemon's resident memory (VmRSS), kB."""
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise AssertionError("no VmRSS")
+
     def health(self) -> dict | None:
         try:
             return json.loads((self.runtime / "health.json").read_text())
@@ -101,14 +115,20 @@ class Rig:
         raise AssertionError(f"timed out waiting for {what}:\n{self.log()[-3000:]}")
 
 
-def make_rig(tmp: Path, *, start: datetime, speed: float, seed: int = 1) -> Rig:
-    sim = MeterSimulator(start=start, seed=seed)
+def make_rig(tmp: Path, *, start: datetime, speed: float, seed: int = 1, **sim_kwargs) -> Rig:
+    sim = MeterSimulator(start=start, seed=seed, **sim_kwargs)
     rig = Rig(tmp=tmp, meter=None)  # type: ignore[arg-type]
     inner = sim.telegram_at
 
     def recording(t: datetime) -> bytes:
         frame = inner(t)
-        rig.sent.append((t, sum(sim.import_wh), sum(sim.export_wh)))
+        rig.sent.append((t, sum(sim.import_wh), sum(sim.export_wh)))  # the meter's truth, glitch or not
+        kind = rig.glitch_all or (rig.glitches.pop(0) if rig.glitches else None)
+        if kind is not None:
+            from tests.p1_glitches import glitch
+
+            rig.glitched.append((t, kind))
+            frame = glitch(frame, kind)
         return frame
 
     sim.telegram_at = recording  # type: ignore[method-assign]

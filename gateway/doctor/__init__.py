@@ -51,6 +51,7 @@ from gateway.doctor.judges import (
     judge_disk,
     judge_influx,
     judge_port,
+    judge_refused,
     judge_telegrams,
     judge_web,
 )
@@ -89,6 +90,7 @@ __all__ = [  # the judges and probes, for the tests and for other commands
     "judge_disk",
     "judge_influx",
     "judge_port",
+    "judge_refused",
     "judge_telegrams",
     "judge_web",
     "disk_facts",
@@ -189,6 +191,7 @@ def run_checks(setup: Setup, *, probe_seconds: float = 12.0, now: datetime | Non
         probe = probe_port(probe_port_name, probe_seconds)
     findings.append(judge_telegrams(health, running, probe, probe_port_name))
     findings.append(judge_crc(health, running))
+    findings.append(judge_refused(health, running))
 
     flukso = [s for s in cfg.sources if s.type == "flukso"]
     findings.append(judge_clock(clock_synchronised(), uses_pi_clock=any(s.clock == "pi" for s in flukso)))

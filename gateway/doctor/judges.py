@@ -192,6 +192,33 @@ def judge_telegrams(health: dict[str, Any] | None, running: bool, probe: ProbeRe
     return Finding(name, Level.FAIL, f"Nothing received on {port} in {probe.seconds:.0f} s.", _METER_FIX)
 
 
+_REFUSAL_WORDS = {
+    "unknown_register": "a register missing or unreadable",
+    "implausible_step": "a register step larger than the connection can carry",
+    "register_drop": "a register that went down and came back",
+    "time_jump": "a meter time that jumped away from its neighbours",
+    "future": "a meter time ahead of the Pi's clock",
+}
+
+
+def judge_refused(health: dict[str, Any] | None, running: bool) -> Finding:
+    """Readings refused as implausible (not damage: that is judge_crc), per meter and reason."""
+    name = "Implausible readings"
+    if not running or health is None:
+        return Finding(name, Level.SKIP, "Cannot tell: the gateway is not running.")
+    parts = []
+    for mid, m in (health.get("meters") or {}).items():
+        for reason, n in sorted((m.get("refused") or {}).items()):
+            if n and reason in _REFUSAL_WORDS:
+                parts.append(f"meter {mid}: {n} × {_REFUSAL_WORDS[reason]} ({reason})")
+    if not parts:
+        return Finding(name, Level.OK, "No reading was refused as implausible.")
+    return Finding(name, Level.WARN, "Refused, never counted as energy: " + "; ".join(parts) + ".",
+                   "Occasional refusals are glitches the gateway kept out. Many, or ones that do not stop, mean the "
+                   "meter's clock or registers changed for good (a meter exchange is accepted once it persists), or "
+                   "that sources.max_power_w is below what this connection really carries.")
+
+
 def judge_crc(health: dict[str, Any] | None, running: bool) -> Finding:
     name = "Damaged telegrams"
     if not running or health is None:
