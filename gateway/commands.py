@@ -199,7 +199,7 @@ def cmd_export_quarter_hours(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from gateway.daemon import read_health
+    from gateway.health import read_health
 
     runtime_dir = args.runtime_dir
     if args.config:

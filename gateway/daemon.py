@@ -18,11 +18,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 from gateway import systemd
 from gateway.clock import clock_synchronised
 from gateway.config import Config
+from gateway.health import HEALTH_FILE
 from gateway.logs import get_logger
 from gateway.pipeline import Pipeline, utc_iso
 from gateway.sources import Source
@@ -304,9 +304,9 @@ class Daemon:
         d = self.config.daemon.runtime_dir
         try:
             d.mkdir(parents=True, exist_ok=True)
-            tmp = d / "health.json.tmp"
+            tmp = d / (HEALTH_FILE + ".tmp")
             tmp.write_text(json.dumps(health, indent=1))
-            os.replace(tmp, d / "health.json")
+            os.replace(tmp, d / HEALTH_FILE)
         except OSError as exc:
             log.warning("health.write_failed", extra={"path": str(d), "error": str(exc)})
 
@@ -328,10 +328,3 @@ def _status_line(health: dict) -> str:
     parts = [f"{mid}: {m['telegrams']} telegrams" for mid, m in health["meters"].items()]
     parts.append(f"outbox {health['outbox_depth']}")
     return "; ".join(parts)
-
-
-def read_health(runtime_dir: Path) -> dict | None:
-    try:
-        return json.loads((runtime_dir / "health.json").read_text())
-    except (OSError, ValueError):
-        return None

@@ -273,3 +273,29 @@ def test_feed_without_a_broker_keeps_the_web_service_working():
         assert health["mqtt"]["connected"] is False and health["status"] == "ok"
     finally:
         rig.close()
+
+
+def test_refused_readings_reach_home_assistant_as_a_diagnostic(mosquitto: Mosquitto):
+    """The daemon's refusals (its health file beside the live socket) become a diagnostic entity."""
+    feed = MqttFeed(FeedSettings(host=mosquitto.host, port=mosquitto.port, node_id=NODE, keepalive_s=5,
+                                 min_interval_s=0, diagnostics_interval_s=0.2))
+    rig = WebRig(mqtt_feed=feed)
+    ha = Listener(mosquitto, "quartier/kitchen/diagnostics/#", "homeassistant/#")
+    try:
+        disc = json.loads(ha.wait("homeassistant/device/kitchen/config"))
+        refused = disc["cmps"]["refused"]
+        # a diagnostic, kept out of long-term statistics: the daemon's counts start again at a restart
+        assert refused["entity_category"] == "diagnostic" and "state_class" not in refused
+        assert refused["json_attributes_topic"] == "quartier/kitchen/diagnostics/metering"
+        (rig.dir / "health.json").write_text(json.dumps({
+            "time": "2026-06-01T08:00:00Z", "outbox_depth": 0,
+            "meters": {"1SAG1100000292": {"telegrams": 100, "accepted": 97,
+                                          "refused": {"no_crc": 2, "register_drop": 1, "time_jump": 0}}}}))
+        assert ha.wait("quartier/kitchen/diagnostics/refused", lambda p: p == "3") == "3"
+        detail = json.loads(ha.wait("quartier/kitchen/diagnostics/metering"))
+        assert detail == {"1SAG1100000292": {"accepted": 97, "refused": {"no_crc": 2, "register_drop": 1}}}
+        health = rig.get("/api/v1/health")
+        assert health["metering"]["meters"]["1SAG1100000292"]["refused_total"] == 3
+    finally:
+        ha.close()
+        rig.close()

@@ -102,3 +102,34 @@ def test_killing_or_freezing_the_web_service_loses_no_reading(tmp_path):
         assert (b.import_wh, b.export_wh) == (imp, exp)
     h = rig.health()
     assert sum(m["crc_errors"] + m["rejected"] for m in h["meters"].values()) == 0
+
+
+def test_health_shows_what_the_daemon_refused_by_reason(tmp_path):
+    """Glitch telegrams through the real daemon reach the real web service's ``/api/v1/health``,
+    counted for the one meter under their reasons (no phantom meter)."""
+    rig = make_rig(tmp_path, start=START, speed=120, import_wh=(5_123_456, 3_000_000), export_wh=(1_234_567, 456_789))
+    rig.write_config()
+    port = free_port()
+    rig.start_daemon()
+    web = _web(rig, port)
+    try:
+        rig.wait_for(lambda: (_get(port, "/api/v1/health") or {}).get("status") == "ok", 30, "the web service live")
+        for kind in ("no_crc", "zero"):
+            rig.glitches.append(kind)
+            n = len(rig.sent)
+            rig.wait_for(lambda: len(rig.sent) >= n + 6, 30, "honest telegrams after the glitch")
+
+        def refused() -> dict:
+            meters = ((_get(port, "/api/v1/health") or {}).get("metering") or {}).get("meters") or {}
+            return next(iter(meters.values()))["refused"] if len(meters) == 1 else {}
+
+        try:
+            rig.wait_for(lambda: refused().get("no_crc") == 1 and refused().get("register_drop") == 1, 30,
+                         "the refusals in /api/v1/health")
+        except AssertionError:
+            raise AssertionError(f"health: {_get(port, '/api/v1/health')} daemon: {rig.health()}") from None
+    finally:
+        web.terminate()
+        web.wait(10)
+        assert rig.stop() == 0
+        rig.meter.stop()

@@ -157,7 +157,7 @@ def run_checks(setup: Setup, *, probe_seconds: float = 12.0, now: datetime | Non
                runtime_dir: Path | None = None) -> list[Finding]:
     """Every check, in the order a volunteer would look: configuration, cable, gateway, meter, ..."""
     from gateway.clock import clock_synchronised
-    from gateway.daemon import read_health
+    from gateway.health import read_health
 
     now = now or datetime.now(timezone.utc)
     findings = [judge_config(setup.config_path, setup.config_error)]

@@ -276,7 +276,7 @@ class LightLoop:
             if sig is not None:
                 return sig, "web service"
         if self.runtime_dir is not None:
-            from gateway.daemon import read_health
+            from gateway.health import read_health
 
             inputs = inputs_from_health(read_health(self.runtime_dir), self.clock(), self.meter_id)
             if inputs is not None:

@@ -21,6 +21,8 @@ default the host name). Plain numbers unless marked JSON; (r) = retained::
     <base>/<node>/signal/state                     green | amber | red (r)
     <base>/<node>/signal/headroom_w                W (r)
     <base>/<node>/signal/triggered_load/<id>/set   (subscribed) W a load started because of the signal; 0 = stopped
+    <base>/<node>/diagnostics/refused              readings the daemon refused, all meters (r)
+    <base>/<node>/diagnostics/metering             JSON (r): accepted and refused per meter and reason
 
 Home Assistant: one device-based discovery message at ``<prefix>/device/<node>/config`` (retained),
 sent on every connection and again whenever Home Assistant's status topic (``<prefix>/status``)
@@ -60,6 +62,7 @@ class FeedSettings:
     discovery_prefix: str = "homeassistant"
     keepalive_s: int = 30
     min_interval_s: float = 0.8  # live values at most this often (a meter sends one telegram a second)
+    diagnostics_interval_s: float = 30.0  # the daemon's refusal counts, from its health file
     signal_repeat_s: float = 60.0  # the signal again even without a change (a light that just woke up)
 
     @classmethod
@@ -100,6 +103,8 @@ class Topics:
         self.signal_state = f"{r}/signal/state"
         self.headroom = f"{r}/signal/headroom_w"
         self.triggered_set = f"{r}/signal/triggered_load/+/set"
+        self.refused = f"{r}/diagnostics/refused"
+        self.metering = f"{r}/diagnostics/metering"
         self.ha_status = f"{discovery_prefix}/status"
         self.discovery = f"{discovery_prefix}/device/{node}/config"
 
@@ -161,6 +166,11 @@ def discovery_config(t: Topics) -> dict:
         "reduce_now": {"p": "binary_sensor", "name": "Reduce now", "unique_id": f"{uid}_reduce_now",
                        "state_topic": t.signal, "device_class": "problem",
                        "value_template": "{{ 'ON' if value_json.reason == 'reduce_now' else 'OFF' }}"},
+        # readings kept out as damaged or implausible (gateway/plausibility.py); by meter and reason
+        # in the attributes
+        "refused": {"p": "sensor", "name": "Refused readings", "unique_id": f"{uid}_refused", "state_topic": t.refused,
+                    "entity_category": "diagnostic", "icon": "mdi:shield-alert",
+                    "json_attributes_topic": t.metering},
     }
     return {
         "dev": {"ids": [uid], "name": f"Quartier {t.node}", "mf": "Quartier", "mdl": "P1 metering gateway", "sw": VERSION},
@@ -204,6 +214,16 @@ def signal_messages(t: Topics, signal: dict) -> list[Message]:
             (t.headroom, str(signal["headroom_w"]), True)]
 
 
+def diagnostic_messages(t: Topics, metering: dict | None) -> list[Message]:
+    """The daemon's refusals (``gateway.health.metering_summary``): a count and its detail."""
+    if not metering:
+        return []
+    meters = metering.get("meters") or {}
+    total = sum(m.get("refused_total") or 0 for m in meters.values())
+    detail = {mid: {"accepted": m.get("accepted"), "refused": m.get("refused") or {}} for mid, m in meters.items()}
+    return [(t.refused, str(total), True), (t.metering, json.dumps(detail, separators=(",", ":")), True)]
+
+
 def quarter_hour_messages(t: Topics, qh: dict) -> list[Message]:
     body = {k: qh.get(k) for k in ("start", "end", "import_wh", "export_wh", "quality")}
     return [(t.qh_last, json.dumps(body, separators=(",", ":")), True)]
@@ -235,6 +255,7 @@ class MqttFeed:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_live = 0.0
         self._last_signal = 0.0
+        self._last_diagnostics = 0.0
         self._lock = threading.Lock()
         self._unsubscribe = None
 
@@ -267,6 +288,15 @@ class MqttFeed:
         self.client.disconnect()
         self.client.loop_stop()
         log.info("mqtt.stopped", extra={"published": self.published})
+
+    def diagnostics_due(self) -> bool:
+        return self.connected and time.monotonic() - self._last_diagnostics >= self.settings.diagnostics_interval_s
+
+    def publish_diagnostics(self, metering: dict | None) -> None:
+        """Called from the web service's ticker (its event loop), every ``diagnostics_interval_s``."""
+        self._last_diagnostics = time.monotonic()
+        for topic, payload, retain in diagnostic_messages(self.topics, metering):
+            self._publish(topic, payload, retain=retain)
 
     def status(self) -> dict:
         s = self.settings

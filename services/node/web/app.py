@@ -207,6 +207,8 @@ def create_app(service: WebService) -> FastAPI:
             "store": {"path": str(s.store_path), "readable": service.history.store() is not None},
             "stream_clients": service.stream_clients,
             "mqtt": feed.status() if feed is not None else None,
+            # what the daemon accepted and refused per meter and reason (gateway/plausibility.py)
+            "metering": service.metering(),
             "rss_bytes": _rss_bytes(),
         }
 

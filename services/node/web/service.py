@@ -133,11 +133,20 @@ class WebService:
             await asyncio.sleep(period)
             try:
                 self.state.tick()
+                if self.mqtt_feed is not None and self.mqtt_feed.diagnostics_due():
+                    self.mqtt_feed.publish_diagnostics(self.metering())
                 if self.state.today_wanted() is not None and not self._today_loading:
                     self._today_loading = True
                     await self._load_today()
             except Exception:
                 log.exception("web.tick_failed")
+
+    def metering(self) -> dict | None:
+        """The daemon's accepted and refused readings per meter, from its health file (beside its
+        socket, in the runtime dir)."""
+        from gateway.health import metering_summary, read_health
+
+        return metering_summary(read_health(self.settings.socket_path.parent))
 
     async def _load_today(self) -> None:
         try:
