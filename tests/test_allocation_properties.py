@@ -2,9 +2,10 @@
 
 The reference below is the semantics of design.md spelled out with exact fractions, one quarter-hour
 at a time, with nothing shared with the engine's code: every round offers ``avail × weight / total``
-to the participants taking part, capped at their remaining demand; parts are rounded down and the
-whole Wh in the sum of fractions handed out by largest remainder, ties in tie-break order (sorted
-ids, starting at quarter-hour number mod n).
+(at most ``pool_fractions[i]`` of the pool) to the participants taking part, capped at their
+remaining demand, all in exact fractions; the exact allocations are then rounded down once and the
+whole Wh in the sum of their fractions handed out by largest remainder, ties in tie-break order
+(sorted ids, starting at quarter-hour number mod n).
 """
 
 from __future__ import annotations
@@ -42,6 +43,77 @@ def tie_order(ids: list[str], slot: int) -> list[str]:
     return s[off:] + s[:off]
 
 
+def exact_units(shares: dict[str, float] | None, members: list[str]) -> tuple[dict[str, Fraction], bool]:
+    """Shares as exact fractions, the way the README says the engine reads them: the simple fraction
+    (denominator up to 10^6) a float stands for, else the nearest 10^-9; and whether they sum to 1."""
+    given = shares or {}
+    vals = {m: given.get(m, 0.0) for m in members}
+    fr = {m: Fraction(v).limit_denominator(10**6) for m, v in vals.items()}
+    if not all(abs(fr[m] - Fraction(v)) <= Fraction(1, 10**12) for m, v in vals.items()) or math.lcm(
+        *(f.denominator for f in fr.values())
+    ) > SCALE:
+        fr = {m: Fraction(round(v * SCALE), SCALE) for m, v in vals.items()}
+    count = max(1, sum(1 for v in vals.values() if v > 0))
+    whole = abs(math.fsum(vals.values()) - 1) <= 1e-9 * count and sum(fr.values()) > 0
+    return fr, whole
+
+
+def exact_reference(
+    cons: dict[str, int],
+    prod: dict[str, int],
+    rounds: Sequence[str],
+    shares: dict[str, float] | None,
+    cfg: Settings,
+    members: list[str],
+    round_shares: list[dict[str, float] | None] | None = None,
+) -> dict[str, Fraction]:
+    """The exact (unrounded) allocation of one quarter-hour, by the book, in fractions."""
+    pool = sum(prod.values())
+    demand = {m: cons.get(m, 0) for m in members}
+    if cfg.own_injection == "excluded":
+        demand = {m: min(d, pool - prod[m]) if m in prod else d for m, d in demand.items()}
+    rem: dict[str, Fraction] = {m: Fraction(d) for m, d in demand.items()}
+    avail = Fraction(pool)
+    fractions = cfg.pool_fractions or [1.0] * len(rounds)
+    for i, key in enumerate(rounds):
+        own = round_shares[i] if round_shares is not None and round_shares[i] is not None else shares
+        units, whole = exact_units(own, members)
+        has = {m: m in (own or {}) for m in members}
+        everyone = (cfg.later_rounds if i else cfg.first_round) == "all"
+        part = [m for m in members if everyone or rem[m] > 0]
+        base = rem if cfg.prorata_basis == "remaining" else {m: Fraction(d) for m, d in demand.items()}
+        if key == "equal":
+            weight = {m: Fraction(1) for m in part}
+            total = Fraction(len(part))
+        elif key == "prorata":
+            weight = {m: base[m] for m in part}
+            total = sum(weight.values(), Fraction(0))
+        elif key == "specific":
+            weight = {m: units[m] for m in part}
+            if i and cfg.specific_later_rounds == "renormalise":
+                total = sum(weight.values(), Fraction(0))
+            else:
+                s = sum(units.values(), Fraction(0))
+                total = s if whole else max(Fraction(1), s)
+        else:  # mixed: a share for who has one, the rest pro rata among the others
+            fixed = sum((units[m] for m in members if has[m]), Fraction(0))
+            scale = fixed if whole else max(Fraction(1), fixed)
+            pr = [m for m in part if not has[m]]
+            bsum = sum((base[m] for m in pr), Fraction(0))
+            weight = {m: units[m] / scale for m in part if has[m]}
+            if bsum:
+                weight.update({m: (1 - fixed / scale) * base[m] / bsum for m in pr})
+            total = Fraction(1)
+        offer = min(avail, Fraction(fractions[i]).limit_denominator(10**6) * pool)
+        if total == 0 or offer == 0:
+            continue
+        for m in part:
+            x = min(rem[m], offer * weight.get(m, Fraction(0)) / total)
+            rem[m] -= x
+            avail -= x
+    return {m: demand[m] - rem[m] for m in members}
+
+
 def reference(
     cons: dict[str, int],
     prod: dict[str, int],
@@ -50,43 +122,15 @@ def reference(
     cfg: Settings,
     slot: int,
     members: list[str],
+    round_shares: list[dict[str, float] | None] | None = None,
 ) -> tuple[dict[str, int], dict[str, int]]:
-    """Allocation and shared volume per producer of one quarter-hour, by the book."""
+    """Allocation and shared volume per producer of one quarter-hour: the exact allocation, made whole
+    once by largest remainder (ties in tie-break order)."""
     if cfg.tie_break == "member_id":
         slot = 0
     pool = sum(prod.values())
-    order = tie_order(members, slot)
-    demand = {m: cons.get(m, 0) for m in members}
-    if cfg.own_injection == "excluded":
-        demand = {m: min(d, pool - prod[m]) if m in prod else d for m, d in demand.items()}
-    units = {m: Fraction(round((shares or {}).get(m, 0.0) * SCALE), SCALE) for m in members}
-    rem = dict(demand)
-    got = dict.fromkeys(members, 0)
-    avail = pool
-    for i, key in enumerate(rounds):
-        everyone = (cfg.later_rounds if i else cfg.first_round) == "all"
-        part = [m for m in members if everyone or rem[m] > 0]
-        if key == "equal":
-            weight = {m: Fraction(1) for m in part}
-            total = Fraction(len(part))
-        elif key == "prorata":
-            base = rem if cfg.prorata_basis == "remaining" else demand
-            weight = {m: Fraction(base[m]) for m in part}
-            total = sum(weight.values(), Fraction(0))
-        else:
-            weight = {m: units[m] for m in part}
-            if i and cfg.specific_later_rounds == "renormalise":
-                total = sum(weight.values(), Fraction(0))
-            else:
-                total = max(Fraction(1), sum(units.values(), Fraction(0)))
-        if total == 0 or avail == 0:
-            continue
-        real = {m: min(Fraction(rem[m]), avail * weight[m] / total) for m in part}
-        given_ = largest_remainder(real, math.floor(sum(real.values(), Fraction(0))), order)
-        for m, x in given_.items():
-            got[m] += x
-            rem[m] -= x
-            avail -= x
+    exact = exact_reference(cons, prod, rounds, shares, cfg, members, round_shares)
+    got = largest_remainder(exact, math.floor(sum(exact.values(), Fraction(0))), tie_order(members, slot))
     shared = sum(got.values())
     producers = list(prod)
     if not producers:
