@@ -123,6 +123,17 @@ def _step(
     st["den"] = den2
 
 
+def _reduce(st: dict[str, np.ndarray], wide: bool) -> None:
+    """Divide each row's denominator and remainders by their greatest common divisor, in place."""
+    if wide:
+        return
+    g = np.gcd(np.gcd.reduce(st["rr"], axis=1), np.gcd(st["ar"], st["den"] // st["base"]))  # den stays a multiple of base
+    g = np.maximum(g, 1)
+    st["den"] = st["den"] // g
+    st["rr"] = st["rr"] // g[:, None]
+    st["ar"] = st["ar"] // g
+
+
 def _offer(st: dict[str, np.ndarray], pool: np.ndarray, frac: Fraction | None) -> tuple[np.ndarray, np.ndarray]:
     """What a round offers: everything available, or at most ``frac`` of the pool (``den`` is a multiple
     of ``frac``'s denominator, see ``allocate_rounds``)."""
@@ -252,6 +263,7 @@ def _rounds(
     dtype = object if wide else np.int64
     st: dict[str, np.ndarray] = {
         "den": np.full(rows, start, dtype=dtype),
+        "base": np.full(rows, start, dtype=dtype),  # the pool fractions' common denominator
         "rq": demand.copy(),
         "rr": np.zeros(demand.shape, dtype=dtype),
         "aq": pool.copy(),
@@ -259,13 +271,27 @@ def _rounds(
     }
     bad = np.zeros(rows, dtype=bool)
     for i, key in enumerate(rounds):
-        w, wtot, fits = _weights(key, i > 0, st, demand, shares[i], settings, wide)
-        bad |= ~fits
-        if bad.any():  # keep those rows still (offer nothing) and redo them in Python integers
-            w = np.where(bad[:, None], 0, w)
-            wtot = np.where(bad, 1, wtot)
-        oq, orr = _offer(st, pool, fractions[i])
-        _step(st, oq, orr, w, wtot, wide)
+        # a round only matters where something is left to offer and someone still lacks energy
+        live = _positive(st["aq"], st["ar"]) & _positive(st["rq"], st["rr"]).any(axis=1) & ~bad
+        idx = np.flatnonzero(live)
+        if idx.size == 0:
+            break
+        whole = idx.size == rows
+        sub = st if whole else {k: v[idx] for k, v in st.items()}
+        dem = demand if whole else demand[idx]
+        w, wtot, fits = _weights(key, i > 0, sub, dem, shares[i], settings, wide)
+        if not fits.all():
+            _reduce(sub, wide)  # a common factor may bring the denominator back within bounds
+            w, wtot, fits = _weights(key, i > 0, sub, dem, shares[i], settings, wide)
+        if not fits.all():  # keep those rows still (offer nothing) and redo them in Python integers
+            bad[idx[~fits]] = True
+            w = np.where(fits[:, None], w, 0)
+            wtot = np.where(fits, wtot, 1)
+        oq, orr = _offer(sub, pool if whole else pool[idx], fractions[i])
+        _step(sub, oq, orr, w, wtot, wide)
+        if not whole:
+            for k, v in sub.items():
+                st[k][idx] = v
     got = finish(st["den"], st["rq"], st["rr"], demand, offset, wide)
     return (got, bad) if bad.any() else got
 
