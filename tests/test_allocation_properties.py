@@ -309,3 +309,56 @@ def test_reference_agrees_on_the_hand_computed_aubange_case() -> None:
     got, by_prod = reference(cons, {"p1": 1800, "p2": 600}, ["equal", "equal", "prorata"], None, Settings(), slot, sorted(cons))
     assert got == {"a": 100, "b": 300, "c": 0, "d": 500, "e": 700, "f": 800}
     assert by_prod == {"p1": 1800, "p2": 600}
+
+
+# --- exact to the Wh (issue 15) --------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(op=operation(), rounds=rounds_st, cfg=settings_st)
+def test_every_member_within_1_wh_of_the_exact_allocation(op: Op, rounds: list[str], cfg: Settings) -> None:
+    members, _, shares, data = op
+    cons, prod, slot = data[0]
+    r = run_one(members, cons, prod, rounds, shares, cfg, slot)
+    exact = exact_reference(cons, prod, rounds, shares, cfg, members)
+    for m in members:
+        assert abs(r.allocated_wh[m] - exact[m]) < 1, (m, r.allocated_wh[m], exact[m])
+    assert abs(r.shared_wh - sum(exact.values(), Fraction(0))) < 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(op=operation(), rounds=rounds_st, cfg=settings_st, data=st.data())
+def test_identical_entitlement_within_1_wh_of_each_other(op: Op, rounds: list[str], cfg: Settings, data: st.DataObject) -> None:
+    members, producers, shares, rows = op
+    if len(members) < 2:
+        return
+    a, b = data.draw(st.lists(st.sampled_from(members), min_size=2, max_size=2, unique=True))
+    cons, prod, slot = rows[0]
+    cons = dict(cons)
+    cons[b] = cons[a]  # same demand, same share, same role: the same entitlement
+    low = min(shares[a], shares[b])
+    shares = {**shares, a: low, b: low}
+    if (a in prod) != (b in prod) or (a in prod and prod[a] != prod[b]):
+        cfg = cfg.model_copy(update={"own_injection": "allowed"})
+    r = run_one(members, cons, prod, rounds, shares, cfg, slot)
+    assert abs(r.allocated_wh[a] - r.allocated_wh[b]) <= 1
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    raw=st.lists(st.integers(1, 1000), min_size=1, max_size=9),
+    pool=st.integers(0, 100_000),
+    later=st.sampled_from([[], ["specific"], ["prorata"], ["equal"]]),
+    slot=st.integers(0, 10**7),
+)
+def test_shares_summing_to_1_allocate_the_whole_pool_when_nobody_is_capped(raw: list[int], pool: int, later: list[str], slot: int) -> None:
+    ids = [f"m{i}" for i in range(len(raw))]
+    shares = {m: r / sum(raw) for m, r in zip(ids, raw, strict=True)}  # floats: their sum may miss 1 by a hair
+    cons = dict.fromkeys(ids, pool + 1)  # everybody wants more than the whole pool
+    r = run_one(ids, cons, {"p": pool}, ["specific", *later], shares, Settings(), slot)
+    assert r.shared_wh == pool and r.to_grid_wh == 0
+    # the same with shares written to 9 decimals (sum below 1 by up to n × 10^-9)
+    nine = {m: round(v, 9) for m, v in shares.items()}
+    if math.fsum(nine.values()) <= 1 + 1e-9:
+        r = run_one(ids, cons, {"p": pool}, ["specific"], nine, Settings(), slot)
+        assert r.shared_wh == pool
