@@ -362,3 +362,24 @@ def test_shares_summing_to_1_allocate_the_whole_pool_when_nobody_is_capped(raw: 
     if math.fsum(nine.values()) <= 1 + 1e-9:
         r = run_one(ids, cons, {"p": pool}, ["specific"], nine, Settings(), slot)
         assert r.shared_wh == pool
+
+
+@settings(max_examples=150, deadline=None)
+@given(op=operation(), rounds=rounds_st, cfg=settings_st, data=st.data())
+def test_pool_fractions_and_round_shares_match_the_reference(op: Op, rounds: list[str], cfg: Settings, data: st.DataObject) -> None:
+    members, _, shares, rows = op
+    cons, prod, slot = rows[0]
+    fractions = tuple(data.draw(st.sampled_from([0.25, 0.5, 1 / 3, 0.7, 1.0])) for _ in rounds)
+    cfg = cfg.model_copy(update={"pool_fractions": fractions})
+    round_shares: list[dict[str, float] | None] = []
+    for _ in rounds:
+        raw = data.draw(st.lists(st.integers(0, 10), min_size=len(members), max_size=len(members)))
+        keep = data.draw(st.lists(st.booleans(), min_size=len(members), max_size=len(members)))
+        total = max(1, sum(raw))
+        round_shares.append(
+            None if data.draw(st.booleans()) else {m: r / total for m, r, k in zip(members, raw, keep, strict=True) if k or "specific" in rounds}
+        )
+    r = allocate_quarter_hour(cons, prod, rounds, shares=shares, settings=cfg, start=start_of(slot), members=members, round_shares=round_shares)
+    got, by_prod = reference(cons, prod, rounds, shares, cfg, slot, members, round_shares)
+    assert r.allocated_wh == got
+    assert {p: v["shared_wh"] for p, v in r.by_producer.items()} == by_prod
