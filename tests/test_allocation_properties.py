@@ -383,3 +383,21 @@ def test_pool_fractions_and_round_shares_match_the_reference(op: Op, rounds: lis
     got, by_prod = reference(cons, prod, rounds, shares, cfg, slot, members, round_shares)
     assert r.allocated_wh == got
     assert {p: v["shared_wh"] for p, v in r.by_producer.items()} == by_prod
+
+
+@settings(max_examples=80, deadline=None)
+@given(op=operation(), rounds=rounds_st, cfg=settings_st)
+def test_python_integer_path_matches_the_reference(op: Op, rounds: list[str], cfg: Settings) -> None:
+    """Quarter-hours whose denominators outgrow 64 bits are redone in Python integers: force it."""
+    from services.allocation import keys
+
+    members, _, shares, data = op
+    cons, prod, slot = data[0]
+    saved = keys.DEN_LIMIT
+    keys.DEN_LIMIT = 1.0  # every quarter-hour with a round to compute takes the wide path
+    try:
+        r = run_one(members, cons, prod, rounds, shares, cfg, slot)
+    finally:
+        keys.DEN_LIMIT = saved
+    got, _ = reference(cons, prod, rounds, shares, cfg, slot, members)
+    assert r.allocated_wh == got
