@@ -67,10 +67,11 @@ def test_prorata_largest_remainder() -> None:
 
 def test_cascade() -> None:
     # Round 1 as fixed-equal (1600 given, 800 left).
-    # Round 2, equal among the short d (100), e (600), f (1600): 266.67 each → d capped at 100, e and
-    #   f 266 each + 1 Wh by tie-break (e comes before f) → 633 given, 167 left.
-    # Round 3, equal among e (333) and f (1334): 83.5 each → 83 + 83, the odd Wh to e.
-    # e = 400 + 267 + 84 = 751, f = 400 + 266 + 83 = 749.
+    # Round 2, equal among the short d (100), e (600), f (1600): 800/3 = 266 2/3 each → d capped at
+    #   100, e and f 266 2/3 each → 633 1/3 given, 166 2/3 left.
+    # Round 3, equal among e (333 1/3 short) and f (1333 1/3): 83 1/3 each.
+    # e = f = 400 + 266 2/3 + 83 1/3 = 750 exactly. (Rounding each round on its own gave 751 and 749:
+    # the odd Wh of rounds 2 and 3 both went to e, the bias issue 15 removed.)
     r = run("cascade")
     assert r.allocated_wh == FIXTURE["expected"]["cascade"]["allocated_wh"]
 

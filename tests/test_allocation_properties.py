@@ -2,9 +2,10 @@
 
 The reference below is the semantics of design.md spelled out with exact fractions, one quarter-hour
 at a time, with nothing shared with the engine's code: every round offers ``avail × weight / total``
-to the participants taking part, capped at their remaining demand; parts are rounded down and the
-whole Wh in the sum of fractions handed out by largest remainder, ties in tie-break order (sorted
-ids, starting at quarter-hour number mod n).
+(at most ``pool_fractions[i]`` of the pool) to the participants taking part, capped at their
+remaining demand, all in exact fractions; the exact allocations are then rounded down once and the
+whole Wh in the sum of their fractions handed out by largest remainder, ties in tie-break order
+(sorted ids, starting at quarter-hour number mod n).
 """
 
 from __future__ import annotations
@@ -42,6 +43,77 @@ def tie_order(ids: list[str], slot: int) -> list[str]:
     return s[off:] + s[:off]
 
 
+def exact_units(shares: dict[str, float] | None, members: list[str]) -> tuple[dict[str, Fraction], bool]:
+    """Shares as exact fractions, the way the README says the engine reads them: the simple fraction
+    (denominator up to 10^6) a float stands for, else the nearest 10^-9; and whether they sum to 1."""
+    given = shares or {}
+    vals = {m: given.get(m, 0.0) for m in members}
+    fr = {m: Fraction(v).limit_denominator(10**6) for m, v in vals.items()}
+    if not all(abs(fr[m] - Fraction(v)) <= Fraction(1, 10**12) for m, v in vals.items()) or math.lcm(
+        *(f.denominator for f in fr.values())
+    ) > SCALE:
+        fr = {m: Fraction(round(v * SCALE), SCALE) for m, v in vals.items()}
+    count = max(1, sum(1 for v in vals.values() if v > 0))
+    whole = abs(math.fsum(vals.values()) - 1) <= 1e-9 * count and sum(fr.values()) > 0
+    return fr, whole
+
+
+def exact_reference(
+    cons: dict[str, int],
+    prod: dict[str, int],
+    rounds: Sequence[str],
+    shares: dict[str, float] | None,
+    cfg: Settings,
+    members: list[str],
+    round_shares: list[dict[str, float] | None] | None = None,
+) -> dict[str, Fraction]:
+    """The exact (unrounded) allocation of one quarter-hour, by the book, in fractions."""
+    pool = sum(prod.values())
+    demand = {m: cons.get(m, 0) for m in members}
+    if cfg.own_injection == "excluded":
+        demand = {m: min(d, pool - prod[m]) if m in prod else d for m, d in demand.items()}
+    rem: dict[str, Fraction] = {m: Fraction(d) for m, d in demand.items()}
+    avail = Fraction(pool)
+    fractions = cfg.pool_fractions or [1.0] * len(rounds)
+    for i, key in enumerate(rounds):
+        own = round_shares[i] if round_shares is not None and round_shares[i] is not None else shares
+        units, whole = exact_units(own, members)
+        has = {m: m in (own or {}) for m in members}
+        everyone = (cfg.later_rounds if i else cfg.first_round) == "all"
+        part = [m for m in members if everyone or rem[m] > 0]
+        base = rem if cfg.prorata_basis == "remaining" else {m: Fraction(d) for m, d in demand.items()}
+        if key == "equal":
+            weight = {m: Fraction(1) for m in part}
+            total = Fraction(len(part))
+        elif key == "prorata":
+            weight = {m: base[m] for m in part}
+            total = sum(weight.values(), Fraction(0))
+        elif key == "specific":
+            weight = {m: units[m] for m in part}
+            if i and cfg.specific_later_rounds == "renormalise":
+                total = sum(weight.values(), Fraction(0))
+            else:
+                s = sum(units.values(), Fraction(0))
+                total = s if whole else max(Fraction(1), s)
+        else:  # mixed: a share for who has one, the rest pro rata among the others
+            fixed = sum((units[m] for m in members if has[m]), Fraction(0))
+            scale = fixed if whole else max(Fraction(1), fixed)
+            pr = [m for m in part if not has[m]]
+            bsum = sum((base[m] for m in pr), Fraction(0))
+            weight = {m: units[m] / scale for m in part if has[m]}
+            if bsum:
+                weight.update({m: (1 - fixed / scale) * base[m] / bsum for m in pr})
+            total = Fraction(1)
+        offer = min(avail, Fraction(fractions[i]).limit_denominator(10**6) * pool)
+        if total == 0 or offer == 0:
+            continue
+        for m in part:
+            x = min(rem[m], offer * weight.get(m, Fraction(0)) / total)
+            rem[m] -= x
+            avail -= x
+    return {m: demand[m] - rem[m] for m in members}
+
+
 def reference(
     cons: dict[str, int],
     prod: dict[str, int],
@@ -50,43 +122,15 @@ def reference(
     cfg: Settings,
     slot: int,
     members: list[str],
+    round_shares: list[dict[str, float] | None] | None = None,
 ) -> tuple[dict[str, int], dict[str, int]]:
-    """Allocation and shared volume per producer of one quarter-hour, by the book."""
+    """Allocation and shared volume per producer of one quarter-hour: the exact allocation, made whole
+    once by largest remainder (ties in tie-break order)."""
     if cfg.tie_break == "member_id":
         slot = 0
     pool = sum(prod.values())
-    order = tie_order(members, slot)
-    demand = {m: cons.get(m, 0) for m in members}
-    if cfg.own_injection == "excluded":
-        demand = {m: min(d, pool - prod[m]) if m in prod else d for m, d in demand.items()}
-    units = {m: Fraction(round((shares or {}).get(m, 0.0) * SCALE), SCALE) for m in members}
-    rem = dict(demand)
-    got = dict.fromkeys(members, 0)
-    avail = pool
-    for i, key in enumerate(rounds):
-        everyone = (cfg.later_rounds if i else cfg.first_round) == "all"
-        part = [m for m in members if everyone or rem[m] > 0]
-        if key == "equal":
-            weight = {m: Fraction(1) for m in part}
-            total = Fraction(len(part))
-        elif key == "prorata":
-            base = rem if cfg.prorata_basis == "remaining" else demand
-            weight = {m: Fraction(base[m]) for m in part}
-            total = sum(weight.values(), Fraction(0))
-        else:
-            weight = {m: units[m] for m in part}
-            if i and cfg.specific_later_rounds == "renormalise":
-                total = sum(weight.values(), Fraction(0))
-            else:
-                total = max(Fraction(1), sum(units.values(), Fraction(0)))
-        if total == 0 or avail == 0:
-            continue
-        real = {m: min(Fraction(rem[m]), avail * weight[m] / total) for m in part}
-        given_ = largest_remainder(real, math.floor(sum(real.values(), Fraction(0))), order)
-        for m, x in given_.items():
-            got[m] += x
-            rem[m] -= x
-            avail -= x
+    exact = exact_reference(cons, prod, rounds, shares, cfg, members, round_shares)
+    got = largest_remainder(exact, math.floor(sum(exact.values(), Fraction(0))), tie_order(members, slot))
     shared = sum(got.values())
     producers = list(prod)
     if not producers:
@@ -265,3 +309,95 @@ def test_reference_agrees_on_the_hand_computed_aubange_case() -> None:
     got, by_prod = reference(cons, {"p1": 1800, "p2": 600}, ["equal", "equal", "prorata"], None, Settings(), slot, sorted(cons))
     assert got == {"a": 100, "b": 300, "c": 0, "d": 500, "e": 700, "f": 800}
     assert by_prod == {"p1": 1800, "p2": 600}
+
+
+# --- exact to the Wh (issue 15) --------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(op=operation(), rounds=rounds_st, cfg=settings_st)
+def test_every_member_within_1_wh_of_the_exact_allocation(op: Op, rounds: list[str], cfg: Settings) -> None:
+    members, _, shares, data = op
+    cons, prod, slot = data[0]
+    r = run_one(members, cons, prod, rounds, shares, cfg, slot)
+    exact = exact_reference(cons, prod, rounds, shares, cfg, members)
+    for m in members:
+        assert abs(r.allocated_wh[m] - exact[m]) < 1, (m, r.allocated_wh[m], exact[m])
+    assert abs(r.shared_wh - sum(exact.values(), Fraction(0))) < 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(op=operation(), rounds=rounds_st, cfg=settings_st, data=st.data())
+def test_identical_entitlement_within_1_wh_of_each_other(op: Op, rounds: list[str], cfg: Settings, data: st.DataObject) -> None:
+    members, producers, shares, rows = op
+    if len(members) < 2:
+        return
+    a, b = data.draw(st.lists(st.sampled_from(members), min_size=2, max_size=2, unique=True))
+    cons, prod, slot = rows[0]
+    cons = dict(cons)
+    cons[b] = cons[a]  # same demand, same share, same role: the same entitlement
+    low = min(shares[a], shares[b])
+    shares = {**shares, a: low, b: low}
+    if (a in prod) != (b in prod) or (a in prod and prod[a] != prod[b]):
+        cfg = cfg.model_copy(update={"own_injection": "allowed"})
+    r = run_one(members, cons, prod, rounds, shares, cfg, slot)
+    assert abs(r.allocated_wh[a] - r.allocated_wh[b]) <= 1
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    raw=st.lists(st.integers(1, 1000), min_size=1, max_size=9),
+    pool=st.integers(0, 100_000),
+    later=st.sampled_from([[], ["specific"], ["prorata"], ["equal"]]),
+    slot=st.integers(0, 10**7),
+)
+def test_shares_summing_to_1_allocate_the_whole_pool_when_nobody_is_capped(raw: list[int], pool: int, later: list[str], slot: int) -> None:
+    ids = [f"m{i}" for i in range(len(raw))]
+    shares = {m: r / sum(raw) for m, r in zip(ids, raw, strict=True)}  # floats: their sum may miss 1 by a hair
+    cons = dict.fromkeys(ids, pool + 1)  # everybody wants more than the whole pool
+    r = run_one(ids, cons, {"p": pool}, ["specific", *later], shares, Settings(), slot)
+    assert r.shared_wh == pool and r.to_grid_wh == 0
+    # the same with shares written to 9 decimals (sum below 1 by up to n × 10^-9)
+    nine = {m: round(v, 9) for m, v in shares.items()}
+    if math.fsum(nine.values()) <= 1 + 1e-9:
+        r = run_one(ids, cons, {"p": pool}, ["specific"], nine, Settings(), slot)
+        assert r.shared_wh == pool
+
+
+@settings(max_examples=150, deadline=None)
+@given(op=operation(), rounds=rounds_st, cfg=settings_st, data=st.data())
+def test_pool_fractions_and_round_shares_match_the_reference(op: Op, rounds: list[str], cfg: Settings, data: st.DataObject) -> None:
+    members, _, shares, rows = op
+    cons, prod, slot = rows[0]
+    fractions = tuple(data.draw(st.sampled_from([0.25, 0.5, 1 / 3, 0.7, 1.0])) for _ in rounds)
+    cfg = cfg.model_copy(update={"pool_fractions": fractions})
+    round_shares: list[dict[str, float] | None] = []
+    for _ in rounds:
+        raw = data.draw(st.lists(st.integers(0, 10), min_size=len(members), max_size=len(members)))
+        keep = data.draw(st.lists(st.booleans(), min_size=len(members), max_size=len(members)))
+        total = max(1, sum(raw))
+        round_shares.append(
+            None if data.draw(st.booleans()) else {m: r / total for m, r, k in zip(members, raw, keep, strict=True) if k or "specific" in rounds}
+        )
+    r = allocate_quarter_hour(cons, prod, rounds, shares=shares, settings=cfg, start=start_of(slot), members=members, round_shares=round_shares)
+    got, by_prod = reference(cons, prod, rounds, shares, cfg, slot, members, round_shares)
+    assert r.allocated_wh == got
+    assert {p: v["shared_wh"] for p, v in r.by_producer.items()} == by_prod
+
+
+@settings(max_examples=80, deadline=None)
+@given(op=operation(), rounds=rounds_st, cfg=settings_st)
+def test_python_integer_path_matches_the_reference(op: Op, rounds: list[str], cfg: Settings) -> None:
+    """Quarter-hours whose denominators outgrow 64 bits are redone in Python integers: force it."""
+    from services.allocation import keys
+
+    members, _, shares, data = op
+    cons, prod, slot = data[0]
+    saved = keys.DEN_LIMIT
+    keys.DEN_LIMIT = 1.0  # every quarter-hour with a round to compute takes the wide path
+    try:
+        r = run_one(members, cons, prod, rounds, shares, cfg, slot)
+    finally:
+        keys.DEN_LIMIT = saved
+    got, _ = reference(cons, prod, rounds, shares, cfg, slot, members)
+    assert r.allocated_wh == got

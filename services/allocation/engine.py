@@ -28,14 +28,24 @@ import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from fractions import Fraction
 
 import numpy as np
 
 from .errors import AllocationInputError
-from .keys import split_round
+from .keys import RoundShares, allocate_rounds
 from .presets import check_rounds
 from .rounding import apportion, id_order
-from .settings import DEFAULT_SETTINGS, MAX_ENERGY_WH, MAX_TOTAL_WH, SHARE_SCALE, SHARE_TOLERANCE, Settings
+from .settings import (
+    DEFAULT_SETTINGS,
+    MAX_ENERGY_WH,
+    MAX_TOTAL_WH,
+    SHARE_DENOMINATOR,
+    SHARE_EXACT,
+    SHARE_SCALE,
+    SHARE_TOLERANCE,
+    Settings,
+)
 
 QUARTER_S = 900
 DEFAULT_BLOCK_ROWS = 256
@@ -103,35 +113,31 @@ def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return out
 
 
-def share_units(shares: Mapping[str, float] | Sequence[float] | None, member_ids: Sequence[str], needed: bool) -> np.ndarray:
-    """Agreed shares as integers in units of 10^-9, aligned with ``member_ids``; validated.
-
-    With a mapping, every participant needs an entry when the specific key is used (``needed``):
-    a forgotten member would silently get nothing. Shares must lie in [0, 1] and sum to at most 1.
-    """
+def _share_values(
+    shares: Mapping[str, float] | Sequence[float], member_ids: Sequence[str], needed: bool, field: str
+) -> tuple[list[float], list[bool]]:
+    """Shares aligned with ``member_ids`` (0 where absent) and whether each member has one; validated."""
     m = len(member_ids)
-    if shares is None:
-        if needed:
-            raise AllocationInputError("shares", "required by the specific key (one share per participant)")
-        return np.zeros(m, dtype=np.int64)
     if isinstance(shares, Mapping):
         unknown = sorted(set(shares) - set(member_ids))
         if unknown:
-            raise AllocationInputError(f"shares.{unknown[0]}", "not a participant")
+            raise AllocationInputError(f"{field}.{unknown[0]}", "not a participant")
         values: list[float] = []
         for mid in member_ids:
             if mid in shares:
                 values.append(shares[mid])
             elif needed:
-                raise AllocationInputError(f"shares.{mid}", "missing (the specific key needs a share for every participant)")
+                raise AllocationInputError(f"{field}.{mid}", "missing (the specific key needs a share for every participant)")
             else:
                 values.append(0.0)
-        names = [f"shares.{mid}" for mid in member_ids]
+        names = [f"{field}.{mid}" for mid in member_ids]
+        has = [mid in shares for mid in member_ids]
     else:
         values = list(shares)
         if len(values) != m:
-            raise AllocationInputError("shares", f"{len(values)} shares for {m} participants")
-        names = [f"shares[{i}]" for i in range(m)]
+            raise AllocationInputError(field, f"{len(values)} shares for {m} participants")
+        names = [f"{field}[{i}]" for i in range(m)]
+        has = [True] * m
     for name, v in zip(names, values, strict=True):
         if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
             raise AllocationInputError(name, f"expected a number between 0 and 1, got {v!r}")
@@ -139,8 +145,84 @@ def share_units(shares: Mapping[str, float] | Sequence[float] | None, member_ids
             raise AllocationInputError(name, f"share {v} is outside [0, 1]")
     total = math.fsum(values)
     if total > 1 + SHARE_TOLERANCE:
-        raise AllocationInputError("shares", f"shares sum to {total:.6g} = {total:.4%}, more than 100%")
+        raise AllocationInputError(field, f"shares sum to {total:.6g} = {total:.4%}, more than 100%")
+    return values, has
+
+
+def share_units(shares: Mapping[str, float] | Sequence[float] | None, member_ids: Sequence[str], needed: bool) -> np.ndarray:
+    """Agreed shares as integers in units of 10^-9, aligned with ``member_ids``; validated.
+
+    Kept for callers of the former API; the engine itself uses ``exact_shares``.
+    """
+    if shares is None:
+        if needed:
+            raise AllocationInputError("shares", "required by the specific key (one share per participant)")
+        return np.zeros(len(member_ids), dtype=np.int64)
+    values, _ = _share_values(shares, member_ids, needed, "shares")
     return np.array([round(v * SHARE_SCALE) for v in values], dtype=np.int64)
+
+
+def exact_shares(values: Sequence[float], has: Sequence[bool]) -> RoundShares:
+    """Shares as integers over a common denominator, exact where they are simple fractions.
+
+    A share written as a float (1/3, 0.05) is taken as the fraction with denominator up to 10^6 it
+    stands for, when the common denominator stays at most 10^9; otherwise to the nearest 10^-9.
+    Shares summing to 1 within ``SHARE_TOLERANCE`` per share are treated as summing to exactly 1 (a
+    round then splits the whole offer): agreed shares are written with a few decimals, so 1/3 + 1/3 +
+    1/3 written out falls short of 1 by a hair, and that hair would otherwise go to the grid.
+    """
+    fracs = [Fraction(v).limit_denominator(SHARE_DENOMINATOR) for v in values]
+    exact = all(abs(f - Fraction(v)) <= SHARE_EXACT for f, v in zip(fracs, values, strict=True))
+    scale = math.lcm(*(f.denominator for f in fracs)) if fracs else 1
+    if not exact or scale > SHARE_SCALE:
+        scale = SHARE_SCALE
+        units = [round(v * SHARE_SCALE) for v in values]
+    else:
+        units = [int(f * scale) for f in fracs]
+    count = max(1, sum(1 for v in values if v > 0))
+    whole = abs(math.fsum(values) - 1) <= SHARE_TOLERANCE * count and sum(units) > 0
+    return RoundShares(np.array(units, dtype=np.int64), scale, whole, np.array(has, dtype=bool))
+
+
+def round_share_specs(
+    shares: Mapping[str, float] | Sequence[float] | None,
+    round_shares: Sequence[Mapping[str, float] | Sequence[float] | None] | None,
+    rounds: Sequence[str],
+    member_ids: Sequence[str],
+) -> list[RoundShares | None]:
+    """The shares each round uses: its entry of ``round_shares`` if given, else ``shares``; validated."""
+    if round_shares is not None:
+        if isinstance(round_shares, (str, Mapping)) or not isinstance(round_shares, Sequence):
+            raise AllocationInputError("round_shares", "expected a list with one entry (shares or null) per round")
+        if len(round_shares) != len(rounds):
+            raise AllocationInputError("round_shares", f"{len(round_shares)} entries for {len(rounds)} rounds")
+    if shares is not None:
+        _share_values(shares, member_ids, False, "shares")
+    out: list[RoundShares | None] = []
+    for i, key in enumerate(rounds):
+        own = None if round_shares is None else round_shares[i]
+        given, field = (own, f"round_shares[{i}]") if own is not None else (shares, "shares")
+        if key not in ("specific", "mixed"):
+            if own is not None:
+                _share_values(own, member_ids, False, field)  # still validated
+            out.append(None)
+            continue
+        if given is None:
+            raise AllocationInputError(field, f"required by the {key} key of round {i + 1} (one share per participant)")
+        values, has = _share_values(given, member_ids, key == "specific", field)
+        out.append(exact_shares(values, has))
+    return out
+
+
+def pool_fractions(settings: Settings, rounds: Sequence[str]) -> list[Fraction | None]:
+    """``settings.pool_fractions`` as exact fractions, one per round (None: the round offers all)."""
+    if settings.pool_fractions is None:
+        return [None] * len(rounds)
+    if len(settings.pool_fractions) != len(rounds):
+        raise AllocationInputError(
+            "settings.pool_fractions", f"{len(settings.pool_fractions)} fractions for {len(rounds)} rounds (one per round)"
+        )
+    return [Fraction(f).limit_denominator(SHARE_DENOMINATOR) for f in settings.pool_fractions]
 
 
 def _check_energy(a: np.ndarray, ids: Sequence[str], what: str) -> None:
@@ -181,6 +263,7 @@ def allocate(
     settings: Settings = DEFAULT_SETTINGS,
     slots: np.ndarray | Sequence[int] | None = None,
     progress: Progress | None = None,
+    round_shares: Sequence[Mapping[str, float] | Sequence[float] | None] | None = None,
     block_rows: int = DEFAULT_BLOCK_ROWS,
 ) -> AllocationResult:
     """Allocate every quarter-hour of a period.
@@ -188,7 +271,8 @@ def allocate(
     ``consumption``: int Wh ``[T, len(member_ids)]``, the participants' net import.
     ``production``: int Wh ``[T, len(producer_ids)]``, the producers' net injection.
     ``rounds``: 1 to 3 keys (``presets.PRESETS`` has the named ones).
-    ``shares``: agreed shares for the specific key (mapping by member id, or aligned sequence).
+    ``shares``: agreed shares for the specific and mixed keys (mapping by member id, or aligned sequence).
+    ``round_shares``: one entry per round (shares, or None for ``shares``) when shares differ per round.
     ``slots``: quarter-hour numbers (``slot_of(start)``) for the rotating tie-break; zeros if omitted.
     ``progress``: called after each block of ``block_rows`` quarter-hours (for a progress bar).
     Raises ``AllocationInputError`` for input the semantics do not cover.
@@ -205,7 +289,8 @@ def allocate(
     prod = _as_energy(production, t_rows, len(producer_ids), "production")
     _check_energy(cons, member_ids, "consumption")
     _check_energy(prod, producer_ids, "production")
-    units = share_units(shares, member_ids, needed="specific" in rounds)
+    specs = round_share_specs(shares, round_shares, rounds, member_ids)
+    fractions = pool_fractions(settings, rounds)
     slot_arr = np.zeros(t_rows, dtype=np.int64) if slots is None else np.asarray(slots, dtype=np.int64)
     if slot_arr.shape != (t_rows,):
         raise AllocationInputError("slots", f"expected {t_rows} quarter-hour numbers, got shape {list(slot_arr.shape)}")
@@ -222,7 +307,7 @@ def allocate(
         psorted = bool(np.all(porder == np.arange(k)))
         pindex = {producer_ids[p]: i for i, p in enumerate(porder)}
         own = np.array([pindex.get(member_ids[j], -1) for j in morder], dtype=np.int64)
-        units_sorted = units[morder]
+        specs_sorted = [None if sp is None else RoundShares(sp.units[morder], sp.scale, sp.whole, sp.has[morder]) for sp in specs]
         offsets_m = slot_arr % m
         offsets_p = slot_arr % k
         step = max(1, int(block_rows))
@@ -230,7 +315,7 @@ def allocate(
             hi = min(t_rows, lo + step)
             c = cons[lo:hi] if msorted else cons[lo:hi, morder]
             g = prod[lo:hi] if psorted else prod[lo:hi, porder]
-            got, shared = _allocate_block(c, g, rounds, units_sorted, settings, offsets_m[lo:hi], offsets_p[lo:hi], own)
+            got, shared = _allocate_block(c, g, rounds, specs_sorted, fractions, settings, offsets_m[lo:hi], offsets_p[lo:hi], own)
             if msorted:
                 allocated[lo:hi] = got
             else:
@@ -250,7 +335,8 @@ def _allocate_block(
     cons: np.ndarray,
     prod: np.ndarray,
     rounds: tuple[str, ...],
-    units: np.ndarray,
+    specs: list[RoundShares | None],
+    fractions: list[Fraction | None],
     settings: Settings,
     offsets_m: np.ndarray,
     offsets_p: np.ndarray,
@@ -275,24 +361,7 @@ def _allocate_block(
         is_prod = own >= 0
         others = pool[:, None] - g[:, np.where(is_prod, own, 0)]
         demand = np.where(is_prod[None, :], np.minimum(c, others), c)
-    rem = demand.copy()
-    avail = pool.copy()
-    got = np.zeros(c.shape, dtype=np.int64)
-    for i, key in enumerate(rounds):
-        # a round only matters where something is left to give and someone still lacks energy
-        live = np.flatnonzero((avail > 0) & (rem.max(axis=1) > 0))
-        if live.size == 0:
-            break
-        if live.size == avail.size:
-            x = split_round(key, i > 0, avail, rem, demand, units, settings, off_m)
-            got += x
-            rem -= x
-            avail -= x.sum(axis=1)
-        else:
-            x = split_round(key, i > 0, avail[live], rem[live], demand[live], units, settings, off_m[live])
-            got[live] += x
-            rem[live] -= x
-            avail[live] -= x.sum(axis=1)
+    got = allocate_rounds(demand, pool, rounds, specs, fractions, settings, off_m)
     shared = apportion(got.sum(axis=1), g, off_p)
     if whole:
         return got, shared
@@ -326,6 +395,7 @@ def allocate_quarter_hour(
     settings: Settings = DEFAULT_SETTINGS,
     start: datetime | None = None,
     members: Sequence[str] | None = None,
+    round_shares: Sequence[Mapping[str, float] | None] | None = None,
 ) -> QuarterHourAllocation:
     """The live path: one quarter-hour, volumes keyed by member id.
 
@@ -334,7 +404,7 @@ def allocate_quarter_hour(
     ``shares``. ``start`` sets the rotating tie-break (``slot_of``).
     """
     if members is None:
-        members = sorted(set(consumption_wh) | set(shares or ()))
+        members = sorted(set(consumption_wh) | set(shares or ()) | {m for rs in round_shares or () for m in rs or ()})
     else:
         unknown = set(consumption_wh) - set(members)
         if unknown:
@@ -343,7 +413,10 @@ def allocate_quarter_hour(
     cons = np.fromiter((consumption_wh.get(mid, 0) for mid in members), dtype=np.int64, count=len(members))[None, :]
     prod = np.fromiter((production_wh[pid] for pid in producers), dtype=np.int64, count=len(producers))[None, :]
     slots = None if start is None else [slot_of(start)]
-    res = allocate(cons, prod, rounds, member_ids=members, producer_ids=producers, shares=shares, settings=settings, slots=slots)
+    res = allocate(
+        cons, prod, rounds, member_ids=members, producer_ids=producers, shares=shares, settings=settings, slots=slots,
+        round_shares=round_shares,
+    )
     return quarter_hour_view(res, 0)
 
 

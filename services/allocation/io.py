@@ -3,7 +3,8 @@
 Request::
 
     {"rounds": ["equal", "equal", "prorata"],        # or "preset": "aubange"
-     "shares": {"m01": 0.5, ...},                    # agreed shares, for the specific key
+     "shares": {"m01": 0.5, ...},                    # agreed shares, for the specific and mixed keys
+     "round_shares": [null, {"m01": 0.7, ...}],      # optional: shares per round (null: "shares")
      "settings": {"prorata_basis": "original"},      # optional, see settings.Settings
      "members": ["m01", "m02", ...],                 # optional: every participant
      "quarter_hours": [{"start": "2025-06-01T12:00:00+02:00",
@@ -38,7 +39,7 @@ from .errors import AllocationInputError
 from .presets import resolve_rounds
 from .settings import MAX_ENERGY_WH, Settings
 
-REQUEST_FIELDS = ("rounds", "preset", "shares", "settings", "members", "quarter_hours")
+REQUEST_FIELDS = ("rounds", "preset", "shares", "round_shares", "settings", "members", "quarter_hours")
 QUARTER_HOUR_FIELDS = ("start", "production_wh", "consumption_wh")
 RATE_DECIMALS = 6
 
@@ -56,6 +57,7 @@ class AllocationRequest:
     producer_ids: tuple[str, ...]
     consumption: np.ndarray
     production: np.ndarray
+    round_shares: list[dict[str, float] | None] | None = None
 
 
 def _wh(value: object, field: str) -> int:
@@ -114,6 +116,14 @@ def parse_request(obj: object) -> AllocationRequest:
     shares: dict[str, float] | None = None
     if req.get("shares") is not None:
         shares = dict(_object(req["shares"], "shares"))  # values checked by the engine, by field
+    round_shares: list[dict[str, float] | None] | None = None
+    if req.get("round_shares") is not None:
+        raw_rs = req["round_shares"]
+        if not isinstance(raw_rs, list) or len(raw_rs) != len(rounds):
+            raise AllocationInputError("round_shares", f"expected a list with one entry (shares or null) for each of the {len(rounds)} rounds")
+        round_shares = [None if e is None else dict(_object(e, f"round_shares[{i}]")) for i, e in enumerate(raw_rs)]
+    if settings.pool_fractions is not None and len(settings.pool_fractions) != len(rounds):
+        raise AllocationInputError("settings.pool_fractions", f"{len(settings.pool_fractions)} fractions for {len(rounds)} rounds (one per round)")
     members: list[str] | None = None
     if req.get("members") is not None:
         raw = req["members"]
@@ -122,10 +132,10 @@ def parse_request(obj: object) -> AllocationRequest:
         if len(set(raw)) != len(raw):
             raise AllocationInputError("members", f"duplicate id {next(m for m in raw if raw.count(m) > 1)!r}")
         members = list(raw)
-        if shares is not None:
-            for mid in shares:
+        for where, given in [("shares", shares)] + [(f"round_shares[{i}]", e) for i, e in enumerate(round_shares or [])]:
+            for mid in given or ():
                 if mid not in raw:
-                    raise AllocationInputError(f"shares.{mid}", "not in members")
+                    raise AllocationInputError(f"{where}.{mid}", "not in members")
     qhs = req.get("quarter_hours")
     if not isinstance(qhs, list):
         raise AllocationInputError("quarter_hours", "missing or not a list")
@@ -158,12 +168,14 @@ def parse_request(obj: object) -> AllocationRequest:
         prods.append(prod)
         conss.append(cons)
 
-    member_ids = tuple(members) if members is not None else tuple(sorted(set(consumer_set) | set(shares or ())))
+    share_ids = set(shares or ()).union(*(e or () for e in round_shares or ()))
+    member_ids = tuple(members) if members is not None else tuple(sorted(set(consumer_set) | share_ids))
     producer_ids = tuple(sorted(producer_set))
     consumption = _matrix(conss, member_ids)
     production = _matrix(prods, producer_ids)
     return AllocationRequest(
-        rounds, shares, settings, starts, np.array(slots, dtype=np.int64), member_ids, producer_ids, consumption, production
+        rounds, shares, settings, starts, np.array(slots, dtype=np.int64), member_ids, producer_ids, consumption, production,
+        round_shares,
     )
 
 
@@ -186,6 +198,7 @@ def run_request(req: AllocationRequest) -> AllocationResult:
         shares=req.shares,
         settings=req.settings,
         slots=req.slots,
+        round_shares=req.round_shares,
     )
 
 

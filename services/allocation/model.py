@@ -22,7 +22,8 @@ One file describes one community (and the coordinator it belongs to) with its sh
     id = "m01"
     role = "consumer"                # consumer | producer | both
     meter = "541448820000000017"     # EAN of the access point
-    share = 0.05                     # agreed share for the specific key (fraction of the pool)
+    share = 0.05                     # agreed share for the specific/mixed key (fraction of the pool)
+    # round_shares = [0.7, 0.3]      # optional: a share per round, when shares differ per round
     max_power_w = 43648              # optional: the connection's maximum power (W); default 3 x 400 V x 63 A
 
 Validation (pydantic) names the offending entry as it appears in the file
@@ -34,7 +35,7 @@ from __future__ import annotations
 import math
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -58,7 +59,13 @@ class Member(_Strict):
     name: str = ""
     role: Role = "consumer"
     meter: str | None = Field(None, min_length=1, description="EAN of the access point (meter id)")
-    share: float | None = Field(None, ge=0, le=1, description="agreed share for the specific key")
+    share: float | None = Field(None, ge=0, le=1, description="agreed share for the specific and mixed keys")
+    round_shares: list[Annotated[float, Field(ge=0, le=1)] | None] | None = Field(
+        None,
+        max_length=3,
+        description="agreed share per round when shares differ per round (one entry per round; "
+        "null: the member's share); under the mixed key a member without a share is pro rata",
+    )
     # the connection's maximum power (W): the community server refuses a quarter-hour above it x 15 min
     # or a live power above it; unset, a large residential connection (services/community/admission.py)
     max_power_w: float | None = Field(None, gt=0, le=100_000_000, description="connection's maximum power (W)")
@@ -112,6 +119,22 @@ class Operation(_Strict):
         found = {m.id: m.share for m in self.members if m.receives and m.share is not None}
         return found or None
 
+    @property
+    def round_shares(self) -> list[dict[str, float]] | None:
+        """The shares of each round when some member's differ per round (``round_shares``), else None."""
+        if not any(m.round_shares for m in self.members):
+            return None
+        out: list[dict[str, float]] = []
+        for i in range(len(self.key_rounds)):
+            found: dict[str, float] = {}
+            for m in self.members:
+                own = m.round_shares[i] if m.round_shares and i < len(m.round_shares) else None
+                value = own if own is not None else m.share
+                if m.receives and value is not None:
+                    found[m.id] = value
+            out.append(found)
+        return out
+
     def member(self, member_id: str) -> Member:
         for m in self.members:
             if m.id == member_id:
@@ -136,13 +159,29 @@ def check_operation(op: Operation) -> None:
             if m.meter in meters:
                 raise AllocationInputError(f"members[{i}].meter", f"meter {m.meter} is already members[{meters[m.meter]}]'s")
             meters[m.meter] = i
-        if not m.receives and m.share is not None:
-            raise AllocationInputError(f"members[{i}].share", "a producer-only member receives nothing: remove its share")
-        if "specific" in rounds and m.receives and m.share is None:
-            raise AllocationInputError(f"members[{i}].share", "missing (the specific key needs a share for every consumer)")
+        if not m.receives and (m.share is not None or m.round_shares is not None):
+            field = "share" if m.share is not None else "round_shares"
+            raise AllocationInputError(f"members[{i}].{field}", "a producer-only member receives nothing: remove its share")
+        if m.round_shares is not None and len(m.round_shares) != len(rounds):
+            raise AllocationInputError(f"members[{i}].round_shares", f"{len(m.round_shares)} entries for {len(rounds)} rounds")
+        for r, key in enumerate(rounds):
+            own = m.round_shares[r] if m.round_shares is not None else None
+            if key == "specific" and m.receives and m.share is None and own is None:
+                where = "share" if m.round_shares is None else f"round_shares[{r}]"
+                raise AllocationInputError(f"members[{i}].{where}", "missing (the specific key needs a share for every consumer)")
     total = math.fsum(m.share or 0.0 for m in op.members)
     if total > 1 + SHARE_TOLERANCE:
         raise AllocationInputError("members[*].share", f"shares sum to {total:.6g} = {total:.4%}, more than 100%")
+    for r in range(len(rounds)):
+        if any(m.round_shares for m in op.members):
+            total = math.fsum(
+                (m.round_shares[r] if m.round_shares and m.round_shares[r] is not None else m.share) or 0.0 for m in op.members
+            )
+            if total > 1 + SHARE_TOLERANCE:
+                raise AllocationInputError(f"members[*].round_shares[{r}]", f"shares of round {r + 1} sum to {total:.4%}, more than 100%")
+    fractions = op.settings.pool_fractions
+    if fractions is not None and len(fractions) != len(rounds):
+        raise AllocationInputError("settings.pool_fractions", f"{len(fractions)} fractions for {len(rounds)} rounds (one per round)")
     if not op.participants:
         raise AllocationInputError("members", "no consumer: an operation needs at least one member that receives")
 

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from .errors import AllocationInputError
 from .settings import MAX_ROUNDS
 
-KEYS: tuple[str, ...] = ("equal", "specific", "prorata")
-"""equal: weight 1 each; specific: the agreed share; prorata: the (remaining) demand."""
+KEYS: tuple[str, ...] = ("equal", "specific", "prorata", "mixed")
+"""equal: weight 1 each; specific: the agreed share; prorata: the (remaining) demand; mixed: the agreed
+share for the members that have one, the rest of the offer pro rata of demand among the others."""
 
 PRESETS: dict[str, tuple[str, ...]] = {
     "fixed-equal": ("equal",),  # clé fixe égale / vaste gelijke verdeelsleutel

@@ -7,7 +7,8 @@ be able to see what the choice changes. See ``services/allocation/README.md`` fo
 
 from __future__ import annotations
 
-from typing import Literal
+from fractions import Fraction
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -15,10 +16,17 @@ MAX_ROUNDS = 3
 """Regulators allow at most three rounds (Wallonia's CWaPE, Brussels' Brugel)."""
 
 SHARE_SCALE = 10**9
-"""Agreed shares are taken to the nearest 10^-9 so that the engine computes in exact integers."""
+"""A share that is not a simple fraction is taken to the nearest 10^-9 (the engine computes in integers)."""
+
+SHARE_DENOMINATOR = 10**6
+"""Largest denominator of the simple fraction a share (or a pool fraction) written as a float stands for."""
+
+SHARE_EXACT = Fraction(1, 10**12)
+"""How close a float must be to that fraction to be taken as it (1/3 as a float is 1/3 to 10^-17)."""
 
 SHARE_TOLERANCE = 1e-9
-"""Shares may sum to 1 + this (decimal fractions such as 1/3 written out do not add up exactly)."""
+"""Shares may sum to 1 + this (decimal fractions such as 1/3 written out do not add up exactly); a sum
+within this much per share of 1 is taken as exactly 1, so the whole pool is offered."""
 
 MAX_ENERGY_WH = 10**9
 """Largest energy value (one member or producer, one quarter-hour) the engine accepts: 1 GWh.
@@ -75,6 +83,15 @@ class Settings(BaseModel):
         "(quarter-hour number since 1970 modulo the number of participants), so that under an equal "
         "key the odd Wh does not go to the same member 35,040 times a year. Both are independent of "
         "the order in which members are listed.",
+    )
+    pool_fractions: tuple[Annotated[float, Field(gt=0, le=1)], ...] | None = Field(
+        None,
+        max_length=MAX_ROUNDS,
+        description="The fraction of the pool each round may offer at most, one per round (e.g. [0.5, 1]: "
+        "round 1 splits half the pool, round 2 what is left). What a round does not offer or give stays "
+        "for the later rounds, and after the last one goes to the grid: [0.5, 0.5] gives round 2 at most "
+        "the other half, so what round 1 leaves unused goes to the grid. Unset: every round offers all "
+        "that is left.",
     )
 
 

@@ -125,7 +125,7 @@ def allocate_operation(op: Operation, start: datetime, figures: Mapping[str, Mem
     production = {m: figures[m].export_wh for m in op.producers if m in figures}
     res = allocate_quarter_hour(
         consumption, production, op.key_rounds, shares=op.shares, settings=op.settings or Settings(),
-        start=start, members=participants,
+        start=start, members=participants, round_shares=op.round_shares,
     )
     return QuarterHourResult(
         operation=op.id,

@@ -242,7 +242,7 @@ def default_keys(operation: Operation) -> list[KeyChoice]:
     own = (label, rounds)
     keys = [own]
     for name, rounds in PRESETS.items():
-        if "specific" in rounds and operation.shares is None:
+        if ("specific" in rounds or "mixed" in rounds) and operation.shares is None:
             continue
         if rounds != own[1]:
             keys.append((name, rounds))
@@ -275,16 +275,21 @@ def simulate(operation: Operation, data: MeterData, keys: Sequence[KeyChoice], p
     outcomes: list[KeyOutcome] = []
     for i, (label, rounds) in enumerate(keys):
         cb = None if progress is None else (lambda done, _total, i=i, label=label: progress(i * t + done, len(keys) * t, label))
+        own = tuple(rounds) == operation.key_rounds
+        settings = operation.settings
+        if not own and settings.pool_fractions is not None:  # the operation's fractions are for its own rounds
+            settings = settings.model_copy(update={"pool_fractions": None})
         res = allocate(
             data.consumption,
             data.production,
             rounds,
             member_ids=data.member_ids,
             producer_ids=data.producer_ids,
-            shares=operation.shares if "specific" in rounds else None,
-            settings=operation.settings,
+            shares=operation.shares if ("specific" in rounds or "mixed" in rounds) else None,
+            settings=settings,
             slots=slots,
             progress=cb,
+            round_shares=operation.round_shares if own else None,
         )
         outcomes.append(KeyOutcome(label, tuple(rounds), _by_month(res.allocated, starts), _by_month(res.producer_shared, starts)))
     return Simulation(operation, data, labels, _by_month(data.consumption, starts), _by_month(data.production, starts), outcomes)
