@@ -107,6 +107,14 @@ def _run(args: argparse.Namespace) -> int:
     if cfg.influx.enabled:
         influx = {"url": cfg.influx.url, "token": cfg.influx.token.get_secret_value(), "org": cfg.influx.org,
                   "bucket": cfg.influx.bucket, "measurement": cfg.influx.measurement}
+    from services.community.reload import CommunityFileWatcher
+
+    def build(c: object) -> Roster:
+        return Roster.build(c, cfg.server.pseudonym_secret.get_secret_value(), only,  # type: ignore[arg-type]
+                            default_max_power_w=cfg.server.default_max_power_w)
+
+    # joining or leaving is a file edit: the ticker sees the new file (or SIGHUP asks for it)
+    watcher = CommunityFileWatcher(cfg.server.community_file, build)
     server = CommunityServer(
         roster, ledger,
         BrokerLink(b.host, b.port, b.username, b.password.get_secret_value() or None,
@@ -115,7 +123,11 @@ def _run(args: argparse.Namespace) -> int:
         live_stale_s=cfg.server.live_stale_s, share_group=cfg.server.share_group, influx=influx,
         limits=Limits(max_age_s=cfg.server.max_age_s, future_tolerance_s=cfg.server.future_tolerance_s,
                       default_max_power_w=cfg.server.default_max_power_w),
+        reloader=watcher,
     )
+    import signal as _signal
+
+    _signal.signal(_signal.SIGHUP, lambda *_: watcher.request())
     server.start()
     _watchdog(server)
     try:
