@@ -5,6 +5,7 @@
         --member alice --out ./alice            # credentials + config files for a new gateway
     quartier community provision --config ... --broker-dir ... --init-broker broker.example.org
     quartier community reconcile --config ... --operation op1 --file grid-2026-05.csv [--mapping generic]
+    quartier community statement --config ... --operation op1 --period 2026-05 --format json|csv|pdf
 
 Handlers import their modules lazily; user errors are one line on stderr and exit status 2.
 """
@@ -55,6 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="column mapping: [reconcile.mappings.NAME] in the config, else a preset "
                          "(services/community/reconcile.py)")
     pr.set_defaults(func=_reconcile)
+    from services.community.statement_cli import register as register_statement
+
+    register_statement(sub, common)
 
 
 def _load(args: argparse.Namespace):
