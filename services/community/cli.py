@@ -140,7 +140,7 @@ def _run(args: argparse.Namespace) -> int:
 
             import uvicorn
 
-            config = uvicorn.Config(create_app(roster, ledger, tokens, server), host=cfg.api.host,
+            config = uvicorn.Config(create_app(roster, ledger, tokens, server, community), host=cfg.api.host,
                                     port=cfg.api.port, log_config=None, access_log=False, lifespan="off")
             uv = uvicorn.Server(config)
             # uvicorn re-raises SIGTERM after its graceful shutdown: make that a clean exit (status 0)

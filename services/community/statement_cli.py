@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         st = compute(op, first, last, prov, received, injection)
     except (LedgerReadError, PriceError) as exc:
         return _fail(str(exc))
-    if args.member is not None:
+    if args.member is not None and args.format != "pdf":  # a PDF keeps its number: filtered when written
         st.members = {k: v for k, v in st.members.items() if k == args.member}
     details = {"id": community.id, "name": community.name, "address": community.address,
                "company_number": community.company_number, "iban": community.iban, "email": community.email}
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     from services.pdf import PdfError
 
     try:
-        made = write_pdfs(st, community, op, args.out, args.lang, datetime.now(timezone.utc).date())
+        made = write_pdfs(st, community, op, args.out, args.lang, datetime.now(timezone.utc).date(), args.member)
     except PdfError as exc:
         return _fail(str(exc))
     for path in made:
