@@ -50,8 +50,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     register_demo(sub)
     pr = sub.add_parser("reconcile", parents=[common], help="import the grid operator's monthly allocation file")
-    pr.add_argument("--operation", required=True)
-    pr.add_argument("--file", required=True, type=Path, help="CSV file from the grid operator")
+    pr.add_argument("--operation")
+    pr.add_argument("--file", type=Path, help="CSV file from the grid operator")
+    pr.add_argument("--inspect", type=Path, metavar="FILE",
+                    help="show a grid operator's CSV (columns, first rows) and propose the mapping for the config")
     pr.add_argument("--mapping", default="generic",
                     help="column mapping: [reconcile.mappings.NAME] in the config, else a preset "
                          "(services/community/reconcile.py)")
@@ -251,7 +253,27 @@ if TYPE_CHECKING:
     from services.community.ledger import Ledger
 
 
+def _inspect(path: Path) -> int:
+    from services.community.reconcile_inspect import inspect
+
+    try:
+        found = inspect(path.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeError) as exc:
+        return _fail(f"--inspect {path}: {exc}")
+    print(f"{path}: separator {found['delimiter']!r}, {len(found['columns'])} columns")
+    print("columns: " + " | ".join(found["columns"]))
+    for row in found["rows"]:
+        print("  " + " | ".join(row))
+    print("\nproposed mapping (check it, paste it into the server's config, then reconcile --mapping mine):\n")
+    print(found["toml"])
+    return 0
+
+
 def _reconcile(args: argparse.Namespace) -> int:
+    if getattr(args, "inspect", None) is not None:
+        return _inspect(args.inspect)  # needs no config: a community starts from its own file
+    if not args.operation or not args.file:
+        return _fail("reconcile: --operation and --file are required (or --inspect FILE)")
     cfg, community = _load(args)
     from services.community.ledger import Ledger
     from services.community.reconcile import (

@@ -75,6 +75,7 @@ header { display: flex; justify-content: space-between; border-bottom: 1mm solid
 h1 { font-size: 17pt; margin: 4mm 0 2mm; } .meta td { padding: 0 4mm 0 0; }
 table.lines { border-collapse: collapse; width: 100%; margin: 4mm 0; }
 table.lines th, table.lines td { border-bottom: 0.3mm solid #999; padding: 1.2mm 1.5mm; text-align: right; }
+table.lines td + td { white-space: nowrap; }
 table.lines th:first-child, table.lines td:first-child { text-align: left; }
 tr.total td { font-weight: bold; border-bottom: 0.6mm solid #111; }
 .balance { font-size: 14pt; font-weight: bold; margin: 3mm 0; } .small { font-size: 8.5pt; color: #444; }
