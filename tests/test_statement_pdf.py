@@ -89,3 +89,26 @@ def test_the_demo_writes_the_aubange_example_prices() -> None:
     assert st.members["voisin"].advances_eur == 30
 
 
+
+
+def test_honest_savings_on_the_node_page_and_the_sheet_tell_a_member_who_loses_money() -> None:
+    from zoneinfo import ZoneInfo
+
+    from services.node.sheet.figures import month_figures
+    from services.node.sheet.render import render_html
+    from services.node.web.figures import Prices
+
+    # Aubange with Engie: 500 kWh x (0.15 - 0.0555) = 47.25 EUR a year, minus 121 EUR of fee
+    assert Prices(0.15, 0.0555, 121).savings(500_000, 365) == -73.75
+    assert Prices(0.15, 0.0555).savings(500_000, 365) == 47.25  # without a fee, as before
+    tz = ZoneInfo("Europe/Brussels")
+    start = datetime(2026, 6, 1, 12, tzinfo=tz)
+    from services.node.sheet.figures import AllocatedQuarter
+
+    f = month_figures(meter_id="m", month="2026-06", tz=tz, import_wh=100_000, export_wh=0, quarter_hours=2880,
+                      expected_quarter_hours=2880, estimated=0, days_with_data=30, own_quarter_hours=[],
+                      allocation=[AllocatedQuarter(start, 40_000, 0)], grid_price=0.15, community_price=0.0555,
+                      sharing_fee_eur_year=121)
+    assert f.sharing_fee_eur == 9.95 and f.savings_eur == round(40 * 0.0945 - 9.95, 2) == -6.17
+    page = render_html(f, "fr", made_on=date(2026, 7, 1))
+    assert "Le partage vous a coûté 6,17" in page

@@ -33,7 +33,8 @@ from services.pdf import print_pdf as _print_pdf
 
 
 def figures_from_store(store, meter_id: str, month: str, *, allocation: Sequence[AllocatedQuarter] | None,
-                       grid_price: float | None, community_price: float | None) -> SheetFigures:
+                       grid_price: float | None, community_price: float | None,
+                       sharing_fee_eur_year: float | None = None) -> SheetFigures:
     """Read one meter's month from a :class:`gateway.store.Store` (or its read-only variant)."""
     tz = store.tz
     first, nxt = month_bounds(month, tz)
@@ -52,6 +53,7 @@ def figures_from_store(store, meter_id: str, month: str, *, allocation: Sequence
         days_with_data=sum(1 for d in days if d.quarter_hours),
         own_quarter_hours=[(q.start, q.import_wh, q.export_wh) for q in qhs],
         allocation=allocation, grid_price=grid_price, community_price=community_price,
+        sharing_fee_eur_year=sharing_fee_eur_year,
     )
 
 
@@ -88,6 +90,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--grid-price", type=float, metavar="EUR", help="EUR per kWh from the grid (default web.grid_price_eur_kwh)")
     p.add_argument("--community-price", type=float, metavar="EUR",
                    help="EUR per kWh of shared energy (default web.shared_price_eur_kwh)")
+    p.add_argument("--sharing-fee", type=float, metavar="EUR",
+                   help="EUR per year your supplier charges for taking part in sharing "
+                        "(default web.supplier_sharing_fee_eur_year); deducted from the savings")
     p.add_argument("--out", type=Path, help="HTML file to write (default sheet-<meter>-<month>-<lang>.html)")
     p.add_argument("--pdf", type=Path, metavar="FILE", help="also print the sheet to this PDF with headless Chromium")
     p.set_defaults(func=cmd_sheet)
@@ -113,6 +118,7 @@ def _open_store(path: Path, timezone_name: str):
 
 def cmd_sheet(args: argparse.Namespace) -> int:
     lang, grid, community, tz_name = args.lang, args.grid_price, args.community_price, "Europe/Brussels"
+    fee = args.sharing_fee
     if args.config is not None:
         from gateway.config import ConfigError, load_config
 
@@ -124,6 +130,7 @@ def cmd_sheet(args: argparse.Namespace) -> int:
         lang = lang or (cfg.web.language if cfg.web.language in LANGS else None)
         grid = grid if grid is not None else cfg.web.grid_price_eur_kwh
         community = community if community is not None else cfg.web.shared_price_eur_kwh
+        fee = fee if fee is not None else cfg.web.supplier_sharing_fee_eur_year
     elif args.db is not None:
         db = args.db
     else:
@@ -132,6 +139,8 @@ def cmd_sheet(args: argparse.Namespace) -> int:
     for flag, value in (("--grid-price", grid), ("--community-price", community)):
         if value is not None and not (0 <= value < 10 and math.isfinite(value)):
             raise SystemExit(f"quartier sheet: {flag} {value}: a price in EUR per kWh, e.g. 0.32")
+    if fee is not None and not (0 <= fee <= 10_000 and math.isfinite(fee)):
+        raise SystemExit(f"quartier sheet: --sharing-fee {fee}: EUR per year, e.g. 121")
     store = _open_store(db, tz_name)
     try:
         month = args.month or _previous_month(store.tz)
@@ -162,7 +171,7 @@ def cmd_sheet(args: argparse.Namespace) -> int:
             except ValueError as exc:
                 raise SystemExit(f"quartier sheet: {args.allocation}: {exc}") from None
         figures = figures_from_store(store, meter, month, allocation=allocation, grid_price=grid,
-                                     community_price=community)
+                                     community_price=community, sharing_fee_eur_year=fee)
     finally:
         store.close()
     if not figures.quarter_hours:
