@@ -295,7 +295,7 @@ def community_toml(members: tuple[DemoMember, ...] | list[DemoMember], start: da
                      'producer_eur_kwh = 0.00\nvat = 0.21\n'
                      'levies = [{name = "excise", eur_kwh = 0.0475}, {name = "energy contribution", eur_kwh = 0.0019}]\n')
     for m in members:
-        line = f'[[operations.members]]\nid = "{m.id}"\nrole = "{m.role}"\nmeter = "{m.ean}"\n'
+        line = f'[[operations.members]]\nid = "{m.id}"\nname = "{m.what}"\nrole = "{m.role}"\nmeter = "{m.ean}"\n'
         price, fee = SUPPLIERS.get(m.id, ("0.15", None))
         line += f"supplier_energy_eur_kwh = {price}\n"
         if fee is not None:
