@@ -124,10 +124,7 @@ class Demo:
         old = self._secrets()
         secret = (old.get("server") or {}).get("pseudonym_secret") or secrets.token_urlsafe(24)
         token = ((old.get("api") or {}).get("tokens") or [secrets.token_urlsafe(18)])[0]
-        lines = [f'[community]\nid = "{COMMUNITY}"\n', f'[[operations]]\nid = "{OPERATION}"\npreset = "prorata"\n']
-        for m in self.members:
-            lines.append(f'[[operations.members]]\nid = "{m.id}"\nrole = "{m.role}"\nmeter = "{m.ean}"\n')
-        (self.dir / "community.toml").write_text("# written by `quartier community demo`\n" + "\n".join(lines))
+        (self.dir / "community.toml").write_text(community_toml(self.members, self._start()))
 
         bdir = broker.BrokerDir(self.dir / "broker")
         try:
@@ -275,6 +272,37 @@ class Demo:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait(timeout=5)
+
+
+# Example prices: the Aubange report's figures (design.md, field facts). The shared-energy price is 0.00
+# EUR/kWh excl. VAT the first year and 0.02 the next (decided now, it applies from the next billing
+# period); the community collects about 4.94 c/kWh excl. VAT of levies for a residential customer,
+# split here into its two named parts (the split is ours); VAT 21 %; one billing period a year; an
+# annual advance of 30 EUR. Suppliers' sharing fees per meter and year incl. VAT: Engie 121, Eneco 74.20.
+SUPPLIERS = {"soleil": ("0.15", "121.00"), "voisin": ("0.15", "74.20"), "atelier": ("0.15", None), "ecole": ("0.15", None)}
+
+
+def community_toml(members: tuple[DemoMember, ...] | list[DemoMember], start: datetime) -> str:
+    """The demo's community file: its members, and example prices and settlement terms."""
+    year = start.year
+    lines = [f'[community]\nid = "{COMMUNITY}"\nname = "Communauté d\'énergie de la rue du Moulin (demo)"\n'
+             'address = "Rue du Moulin 1, 6790 Aubange"\ncompany_number = "BE 0000.000.000 (demo)"\n',
+             f'[[operations]]\nid = "{OPERATION}"\nname = "Rue du Moulin"\npreset = "prorata"\n',
+             f"[operations.billing]\nperiod_months = 12\nfirst_period_start = {year}-01-01\n"
+             'price_changes = "next_period"\n']
+    for valid_from, shared in ((f"{year}-01-01", "0.00"), (f"{year}-06-01", "0.02")):
+        lines.append(f'[[operations.prices]]\nvalid_from = {valid_from}\nshared_eur_kwh = {shared}\n'
+                     'producer_eur_kwh = 0.00\nvat = 0.21\n'
+                     'levies = [{name = "excise", eur_kwh = 0.0475}, {name = "energy contribution", eur_kwh = 0.0019}]\n')
+    for m in members:
+        line = f'[[operations.members]]\nid = "{m.id}"\nname = "{m.what}"\nrole = "{m.role}"\nmeter = "{m.ean}"\n'
+        price, fee = SUPPLIERS.get(m.id, ("0.15", None))
+        line += f"supplier_energy_eur_kwh = {price}\n"
+        if fee is not None:
+            line += f"supplier_sharing_fee_eur_year = {fee}\n"
+        line += f'advances = [{{date = {start.date().isoformat()}, eur = 30}}]\n'
+        lines.append(line)
+    return "# written by `quartier community demo`\n" + "\n".join(lines)
 
 
 DEMO_RUN_S = 30 * 86400  # how long a demo may run with its simulated figures still accepted

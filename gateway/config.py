@@ -129,6 +129,9 @@ class WebConfig(_Section):
     language: Literal["auto", "fr", "nl", "en"] = "auto"
     grid_price_eur_kwh: float | None = Field(default=None, ge=0)  # for the savings figure
     shared_price_eur_kwh: float | None = Field(default=None, ge=0)
+    # the fee the member's supplier charges per meter and year for taking part in sharing (incl. VAT;
+    # Engie 121, Eneco 74.20, Luminus 150, Cociter 84.80): the savings figure subtracts it honestly
+    supplier_sharing_fee_eur_year: float | None = Field(default=None, ge=0, le=10_000)
     stream_interval_s: float = Field(default=1.0, ge=0.2, le=60)
     signal: SignalConfig = SignalConfig()
 

@@ -25,6 +25,14 @@ One file describes one community (and the coordinator it belongs to) with its sh
     share = 0.05                     # agreed share for the specific/mixed key (fraction of the pool)
     # round_shares = [0.7, 0.3]      # optional: a share per round, when shares differ per round
     max_power_w = 43648              # optional: the connection's maximum power (W); default 3 x 400 V x 63 A
+    joined = 2026-03-15              # optional: member from this local day (default: from the beginning)
+    left = 2026-10-01                # optional: no longer a member from this local day on (exclusive)
+    shares = [{from = 2026-06-01, share = 0.08}]   # optional: agreed shares changed by decision
+
+Membership over time: a quarter-hour is allocated with the members active on its local day (in the
+operation's time zone) and their shares of that day, also when it is re-run weeks later. One meter
+in two operations on the same day is refused, naming both. Prices, billing and advances:
+``services/allocation/terms.py``.
 
 Validation (pydantic) names the offending entry as it appears in the file
 (``operations[0].members[3].share: ...``).
@@ -34,6 +42,8 @@ from __future__ import annotations
 
 import math
 import tomllib
+from datetime import date
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -43,6 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .errors import AllocationInputError
 from .presets import resolve_rounds
 from .settings import SHARE_TOLERANCE, Settings
+from .terms import Advance, Billing, PriceVersion, check_prices
 
 Role = Literal["consumer", "producer", "both"]
 _ID = r"^[^\s,;\"]+$"  # ids become CSV column names and JSON keys: no blanks, separators or quotes
@@ -50,6 +61,13 @@ _ID = r"^[^\s,;\"]+$"  # ids become CSV column names and JSON keys: no blanks, s
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ShareChange(_Strict):
+    """An agreed share (specific key) decided to apply from a local day on."""
+
+    from_: date = Field(alias="from")
+    share: float = Field(ge=0, le=1)
 
 
 class Member(_Strict):
@@ -69,6 +87,32 @@ class Member(_Strict):
     # the connection's maximum power (W): the community server refuses a quarter-hour above it x 15 min
     # or a live power above it; unset, a large residential connection (services/community/admission.py)
     max_power_w: float | None = Field(None, gt=0, le=100_000_000, description="connection's maximum power (W)")
+    joined: date | None = None  # first local day as a member; None: from the beginning
+    left: date | None = None  # first local day no longer a member (exclusive); None: still one
+    shares: tuple[ShareChange, ...] = ()  # share changes, oldest first; ``share`` holds before the first
+    # honest savings (statement, sheet): the member's supplier's *energy* price (EUR/kWh incl. VAT) and
+    # the fee it charges a sharing participant per meter and year (Engie 121, Eneco 74.20, ...), incl. VAT
+    supplier_energy_eur_kwh: Decimal | None = Field(None, ge=0, le=10)
+    supplier_sharing_fee_eur_year: Decimal | None = Field(None, ge=0, le=10_000)
+    advances: tuple[Advance, ...] = ()  # advances paid (acompte / voorschot), settled on the statement
+
+    def active_on(self, day: date) -> bool:
+        """Whether this is a member on that local day."""
+        return (self.joined is None or self.joined <= day) and (self.left is None or day < self.left)
+
+    def share_on(self, day: date) -> float | None:
+        """The agreed share in force on that local day."""
+        current = self.share
+        for change in self.shares:
+            if change.from_ <= day:
+                current = change.share
+        return current
+
+    def overlaps(self, other: Member) -> bool:
+        """Whether the two memberships have a day in common."""
+        starts_before_other_ends = other.left is None or self.joined is None or self.joined < other.left
+        ends_after_other_starts = self.left is None or other.joined is None or other.joined < self.left
+        return starts_before_other_ends and ends_after_other_starts
 
     @property
     def receives(self) -> bool:
@@ -89,6 +133,8 @@ class Operation(_Strict):
     settings: Settings = Settings()
     timezone: str = "Europe/Brussels"
     members: list[Member] = Field(min_length=1)
+    prices: tuple[PriceVersion, ...] = ()  # the price history (terms.py); empty: no statement possible
+    billing: Billing = Billing()
 
     @model_validator(mode="after")
     def _coherent(self) -> Operation:
@@ -159,31 +205,67 @@ def check_operation(op: Operation) -> None:
             if m.meter in meters:
                 raise AllocationInputError(f"members[{i}].meter", f"meter {m.meter} is already members[{meters[m.meter]}]'s")
             meters[m.meter] = i
-        if not m.receives and (m.share is not None or m.round_shares is not None):
-            field = "share" if m.share is not None else "round_shares"
+        if not m.receives and (m.share is not None or m.shares or m.round_shares is not None):
+            field = "round_shares" if m.share is None and not m.shares else "share"
             raise AllocationInputError(f"members[{i}].{field}", "a producer-only member receives nothing: remove its share")
         if m.round_shares is not None and len(m.round_shares) != len(rounds):
             raise AllocationInputError(f"members[{i}].round_shares", f"{len(m.round_shares)} entries for {len(rounds)} rounds")
+        if m.joined is not None and m.left is not None and m.left <= m.joined:
+            raise AllocationInputError(f"members[{i}].left", f"{m.left} is not after joined ({m.joined})")
+        for j in range(1, len(m.shares)):
+            if m.shares[j].from_ <= m.shares[j - 1].from_:
+                raise AllocationInputError(f"members[{i}].shares[{j}].from", "share changes must be listed oldest first")
+        # a share from the member's first day: `share`, or a dated share from its joining day on
+        share_from_start = m.share is not None or (
+            bool(m.shares) and m.joined is not None and m.shares[0].from_ <= m.joined)
         for r, key in enumerate(rounds):
             own = m.round_shares[r] if m.round_shares is not None else None
-            if key == "specific" and m.receives and m.share is None and own is None:
+            if key == "specific" and m.receives and own is None and not share_from_start:
                 where = "share" if m.round_shares is None else f"round_shares[{r}]"
                 raise AllocationInputError(f"members[{i}].{where}", "missing (the specific key needs a share for every consumer)")
-    total = math.fsum(m.share or 0.0 for m in op.members)
-    if total > 1 + SHARE_TOLERANCE:
-        raise AllocationInputError("members[*].share", f"shares sum to {total:.6g} = {total:.4%}, more than 100%")
-    for r in range(len(rounds)):
-        if any(m.round_shares for m in op.members):
-            total = math.fsum(
-                (m.round_shares[r] if m.round_shares and m.round_shares[r] is not None else m.share) or 0.0 for m in op.members
-            )
-            if total > 1 + SHARE_TOLERANCE:
-                raise AllocationInputError(f"members[*].round_shares[{r}]", f"shares of round {r + 1} sum to {total:.4%}, more than 100%")
+    check_prices(op.prices)
+    # the agreed shares must fit in 100 % on every day, in every round: check each day something changes
+    days = {date.min} | {d for m in op.members for d in (m.joined, m.left) if d is not None}
+    days |= {c.from_ for m in op.members for c in m.shares}
+    for day in sorted(days):
+        active = [m for m in op.members if m.active_on(day)]
+        when = "" if day == date.min else f" from {day}"
+        total = math.fsum(m.share_on(day) or 0.0 for m in active)
+        if total > 1 + SHARE_TOLERANCE:
+            raise AllocationInputError("members[*].share", f"shares sum to {total:.6g} = {total:.4%}{when}, more than 100%")
+        if any(m.round_shares for m in active):
+            for r in range(len(rounds)):
+                total = math.fsum(
+                    (m.round_shares[r] if m.round_shares and m.round_shares[r] is not None else m.share_on(day)) or 0.0
+                    for m in active
+                )
+                if total > 1 + SHARE_TOLERANCE:
+                    raise AllocationInputError(f"members[*].round_shares[{r}]",
+                                               f"shares of round {r + 1} sum to {total:.4%}{when}, more than 100%")
     fractions = op.settings.pool_fractions
     if fractions is not None and len(fractions) != len(rounds):
         raise AllocationInputError("settings.pool_fractions", f"{len(fractions)} fractions for {len(rounds)} rounds (one per round)")
     if not op.participants:
         raise AllocationInputError("members", "no consumer: an operation needs at least one member that receives")
+
+
+def check_meters_across_operations(community: Community) -> None:
+    """A meter belongs to one operation's pool at a time: the grid operator would count it once, so a
+    meter in two operations on the same day is refused, naming both (it used to leave the first
+    operation's pool silently). Successive memberships (moving from one operation to another) are fine."""
+    where: dict[str, list[tuple[int, int, Member]]] = {}
+    for i, op in enumerate(community.operations):
+        for j, m in enumerate(op.members):
+            if m.meter is None:
+                continue
+            for oi, oj, other in where.get(m.meter, []):
+                if oi != i and m.overlaps(other):
+                    first = community.operations[oi]
+                    raise AllocationInputError(
+                        f"operations[{i}].members[{j}].meter",
+                        f"meter {m.meter} is in two operations at the same time: {first.id!r} (member {other.id!r}) "
+                        f"and {op.id!r} (member {m.id!r}); give one a left date and the other a joined date")
+            where.setdefault(m.meter, []).append((i, j, m))
 
 
 class Coordinator(_Strict):
@@ -199,6 +281,11 @@ class Community(_Strict):
     id: str = Field(min_length=1)
     name: str = ""
     kind: str = ""
+    # printed on statements: where the community is, its company number, how to pay it
+    address: str = ""
+    company_number: str = ""  # numéro d'entreprise / ondernemingsnummer
+    iban: str = ""
+    email: str = ""
     coordinator: Coordinator | None = None
     operations: list[Operation] = Field(min_length=1)
 
@@ -209,6 +296,7 @@ class Community(_Strict):
             if op.id in seen:
                 raise AllocationInputError(f"operations[{i}].id", f"duplicate operation id {op.id!r}")
             seen.add(op.id)
+        check_meters_across_operations(self)
         return self
 
     def operation(self, op_id: str | None = None) -> Operation:

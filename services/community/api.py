@@ -39,8 +39,9 @@ def _local_iso(epoch: float | None, tz: str) -> str | None:
         return None
 
 
-def create_app(roster: Roster, ledger: Ledger, tokens: list[str], server: Any = None) -> FastAPI:
-    """``server``: the running :class:`CommunityServer` (live totals, stats), optional."""
+def create_app(roster: Roster, ledger: Ledger, tokens: list[str], server: Any = None, community: Any = None) -> FastAPI:
+    """``server``: the running :class:`CommunityServer` (live totals, stats), optional; ``community``:
+    the community file's :class:`Community` (its details head the statements), optional."""
     if not tokens:
         raise ValueError("api.tokens: at least one operator token is needed (secrets file)")
     app = FastAPI(title="Quartier community", docs_url=None, redoc_url=None)
@@ -156,6 +157,16 @@ def create_app(roster: Roster, ledger: Ledger, tokens: list[str], server: Any = 
             r["received_at"] = _local_iso(r["received_at"], o.timezone)  # type: ignore[arg-type]
         return {"counts": counts, "total": sum(r["count"] for r in counts), "recent": letters}  # type: ignore[misc]
 
+    @app.get("/api/v1/operations/{op}/statement", dependencies=[Depends(auth)])
+    def statement(op: str, period: str = Query(..., description="YYYY-MM, YYYY or YYYY-MM-DD..YYYY-MM-DD"),
+                  member: str | None = None, format: str = Query("json", pattern="^(json|html)$"),
+                  lang: str = Query("fr", pattern="^(fr|nl|en)$")) -> Any:
+        """Members' statements of a period (services/community/statement.py); ``format=html`` with a
+        member: its printable page (the page the PDF is printed from)."""
+        from services.community.statement_web import statement_response
+
+        return statement_response(op_or_404(op), roster.community, community, ledger.path, period, member, format, lang)
+
     @app.get("/api/v1/stats", dependencies=[Depends(auth)])
     def stats() -> dict[str, Any]:
         if server is None:
@@ -211,13 +222,14 @@ async function load() {
       <span class=online-count>${online}/${mem.length} members online</span>; ${live}</p>
       <table><tr><th>member</th><th>role</th><th>status</th><th>last quarter-hour</th><th>quarter-hours ${esc(day)}</th>
       <th>received ${esc(month)} (Wh)</th><th>shared injection (Wh)</th><th>provisional (Wh)</th><th>difference (Wh)</th>
-      <th>refused figures</th></tr>` +
+      <th>refused figures</th><th>statement</th></tr>` +
       mem.map(m => { const a = alloc.members[m.id] || {}, c = comp.members[m.id];
         return `<tr data-member="${esc(m.id)}"><td>${esc(m.id)}</td><td>${esc(m.role)}</td><td class="${esc(m.status.split(' ')[0])}">${esc(m.status)}</td>
         <td>${esc(m.last_quarter_hour)}</td><td class=n>${c ? c.received + '/' + comp.expected : ''}</td>
         <td class="n received">${a.received_wh ?? ''} ${a.received_wh == null ? '' : a.source === 'grid' ? '(grid operator)' : '(provisional)'}</td>
         <td class=n>${a.injection_shared_wh ?? ''}</td><td class=n>${a.provisional_received_wh ?? ''}</td><td class=n>${a.difference_wh ?? ''}</td>
-        <td class="n refused">${m.refused || ''}</td></tr>`; }).join('') + '</table>' + refusedList(ref);
+        <td class="n refused">${m.refused || ''}</td>
+        <td><a href="#" class=statement data-op="${esc(op.id)}" data-member="${esc(m.id)}">${esc(month)}</a></td></tr>`; }).join('') + '</table>' + refusedList(ref);
   }
   $('ops').innerHTML = html;
 }
@@ -230,5 +242,11 @@ function refusedList(ref) {
     (ref.recent.length ? `<details><summary>newest</summary><ul>` + ref.recent.map(d =>
       `<li>${esc(d.received_at)} ${esc(d.member ?? d.meter)} ${esc(d.kind)}: ${esc(d.detail)}</li>`).join('') + '</ul></details>' : '');
 }
+// a member's statement of the month (décompte / afrekening), fetched with the token and opened as a page
+document.addEventListener('click', e => { const a = e.target.closest('a.statement'); if (!a) return; e.preventDefault();
+  const w = window.open('', '_blank');
+  fetch(`/api/v1/operations/${a.dataset.op}/statement?format=html&period=${$('month').value}&member=${a.dataset.member}`,
+    {headers: {Authorization: 'Bearer ' + token}}).then(r => r.text()).then(t => {
+      const url = URL.createObjectURL(new Blob([t], {type: 'text/html'})); if (w) w.location = url; else location = url; }); });
 load().catch(e => $('msg').textContent = e.message); setInterval(() => { if (token) load().catch(() => {}); }, 10000);
 </script></html>"""

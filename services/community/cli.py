@@ -5,6 +5,7 @@
         --member alice --out ./alice            # credentials + config files for a new gateway
     quartier community provision --config ... --broker-dir ... --init-broker broker.example.org
     quartier community reconcile --config ... --operation op1 --file grid-2026-05.csv [--mapping generic]
+    quartier community statement --config ... --operation op1 --period 2026-05 --format json|csv|pdf
 
 Handlers import their modules lazily; user errors are one line on stderr and exit status 2.
 """
@@ -49,12 +50,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     register_demo(sub)
     pr = sub.add_parser("reconcile", parents=[common], help="import the grid operator's monthly allocation file")
-    pr.add_argument("--operation", required=True)
-    pr.add_argument("--file", required=True, type=Path, help="CSV file from the grid operator")
+    pr.add_argument("--operation")
+    pr.add_argument("--file", type=Path, help="CSV file from the grid operator")
+    pr.add_argument("--inspect", type=Path, metavar="FILE",
+                    help="show a grid operator's CSV (columns, first rows) and propose the mapping for the config")
     pr.add_argument("--mapping", default="generic",
                     help="column mapping: [reconcile.mappings.NAME] in the config, else a preset "
                          "(services/community/reconcile.py)")
     pr.set_defaults(func=_reconcile)
+    from services.community.statement_cli import register as register_statement
+
+    register_statement(sub, common)
 
 
 def _load(args: argparse.Namespace):
@@ -107,6 +113,14 @@ def _run(args: argparse.Namespace) -> int:
     if cfg.influx.enabled:
         influx = {"url": cfg.influx.url, "token": cfg.influx.token.get_secret_value(), "org": cfg.influx.org,
                   "bucket": cfg.influx.bucket, "measurement": cfg.influx.measurement}
+    from services.community.reload import CommunityFileWatcher
+
+    def build(c: object) -> Roster:
+        return Roster.build(c, cfg.server.pseudonym_secret.get_secret_value(), only,  # type: ignore[arg-type]
+                            default_max_power_w=cfg.server.default_max_power_w)
+
+    # joining or leaving is a file edit: the ticker sees the new file (or SIGHUP asks for it)
+    watcher = CommunityFileWatcher(cfg.server.community_file, build)
     server = CommunityServer(
         roster, ledger,
         BrokerLink(b.host, b.port, b.username, b.password.get_secret_value() or None,
@@ -115,7 +129,11 @@ def _run(args: argparse.Namespace) -> int:
         live_stale_s=cfg.server.live_stale_s, share_group=cfg.server.share_group, influx=influx,
         limits=Limits(max_age_s=cfg.server.max_age_s, future_tolerance_s=cfg.server.future_tolerance_s,
                       default_max_power_w=cfg.server.default_max_power_w),
+        reloader=watcher,
     )
+    import signal as _signal
+
+    _signal.signal(_signal.SIGHUP, lambda *_: watcher.request())
     server.start()
     _watchdog(server)
     try:
@@ -124,7 +142,7 @@ def _run(args: argparse.Namespace) -> int:
 
             import uvicorn
 
-            config = uvicorn.Config(create_app(roster, ledger, tokens, server), host=cfg.api.host,
+            config = uvicorn.Config(create_app(roster, ledger, tokens, server, community), host=cfg.api.host,
                                     port=cfg.api.port, log_config=None, access_log=False, lifespan="off")
             uv = uvicorn.Server(config)
             # uvicorn re-raises SIGTERM after its graceful shutdown: make that a clean exit (status 0)
@@ -235,7 +253,27 @@ if TYPE_CHECKING:
     from services.community.ledger import Ledger
 
 
+def _inspect(path: Path) -> int:
+    from services.community.reconcile_inspect import inspect
+
+    try:
+        found = inspect(path.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeError) as exc:
+        return _fail(f"--inspect {path}: {exc}")
+    print(f"{path}: separator {found['delimiter']!r}, {len(found['columns'])} columns")
+    print("columns: " + " | ".join(found["columns"]))
+    for row in found["rows"]:
+        print("  " + " | ".join(row))
+    print("\nproposed mapping (check it, paste it into the server's config, then reconcile --mapping mine):\n")
+    print(found["toml"])
+    return 0
+
+
 def _reconcile(args: argparse.Namespace) -> int:
+    if getattr(args, "inspect", None) is not None:
+        return _inspect(args.inspect)  # needs no config: a community starts from its own file
+    if not args.operation or not args.file:
+        return _fail("reconcile: --operation and --file are required (or --inspect FILE)")
     cfg, community = _load(args)
     from services.community.ledger import Ledger
     from services.community.reconcile import (

@@ -123,12 +123,16 @@ class ReconcileMapping(_S):
     delimiter: str | None = None
     decimal: str | None = None
     timezone: str | None = None
+    injection: str | None = None  # a producer's shared injection: a column of the same row...
+    injection_registers: list[str] | None = None  # ...or the register values that hold it
+
 
     def mapping(self) -> ColumnMapping:
         """The complete mapping; :class:`ReconcileError` starting with the field's name if it is not."""
         values = self.model_dump(exclude_none=True, by_alias=True)
-        if "registers" in values:
-            values["registers"] = tuple(values["registers"])
+        for key in ("registers", "injection_registers"):
+            if key in values:
+                values[key] = tuple(values[key])
         return build_mapping(values, MAPPINGS)
 
 

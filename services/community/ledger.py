@@ -64,6 +64,10 @@ CREATE TABLE IF NOT EXISTS dead_letter_count (
 ) WITHOUT ROWID;
 """
 
+# added to grid_allocation after its first release: end_s (NULL: start + 15 min) and the producer's
+# shared injection from the grid operator's file (NULL: the file had none)
+GRID_COLUMNS = ("end_s", "injection_shared_wh")
+
 DEAD_LETTERS_KEPT = 10_000
 DEAD_LETTER_PAYLOAD_BYTES = 2048
 
@@ -130,6 +134,10 @@ class Ledger:
         self._db.executescript(SCHEMA)
         if self._db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='pending'").fetchone() is None:
             self._db.executescript("BEGIN;" + PENDING + "COMMIT;")  # new file, or one from before the table
+        cols = {r[1] for r in self._db.execute("PRAGMA table_info(grid_allocation)")}
+        for col in GRID_COLUMNS:  # statements (issue 16): a binding row's end, the producers' shared injection
+            if col not in cols:
+                self._db.execute(f"ALTER TABLE grid_allocation ADD COLUMN {col} INTEGER")
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -339,7 +347,7 @@ class Ledger:
 
     def import_grid(self, operation: str, rows: Sequence[tuple], source: str) -> int:
         """Store the grid operator's binding per-member figures: (member, quarter-hour or month start, Wh
-        [, period end]; the end defaults to start + 15 min).
+        [, period end [, shared injection Wh or None]]; the end defaults to start + 15 min).
 
         Each figure also waits in ``grid_binding_push`` for the central store: a new or changed value
         gets the next revision (with the provisional figure it replaces, as of now) and is unpushed; a
@@ -352,9 +360,11 @@ class Ledger:
                 for row in rows:
                     member, start, wh = row[0], _ts(row[1]), int(row[2])
                     end = _ts(row[3]) if len(row) > 3 and row[3] is not None else start + 900
+                    injection = int(row[4]) if len(row) > 4 and row[4] is not None else None
                     c.execute(
-                        "INSERT OR REPLACE INTO grid_allocation (operation, member, start, received_wh, imported_from) "
-                        "VALUES (?,?,?,?,?)", (operation, member, start, wh, source))
+                        "INSERT OR REPLACE INTO grid_allocation (operation, member, start, received_wh, imported_from, "
+                        "end_s, injection_shared_wh) VALUES (?,?,?,?,?,?,?)",
+                        (operation, member, start, wh, source, end, injection))
                     old = c.execute(
                         "SELECT received_wh FROM grid_binding_push WHERE operation=? AND member=? AND start=?",
                         (operation, member, start)).fetchone()

@@ -27,7 +27,15 @@ mapping field          meaning
                        other rows are skipped, the selected ones are summed per (EAN, start)
 ``empty``              an empty energy cell is an ``error`` (default), ``zero``, or ``skip``ped
 ``timezone``           zone of the local start (``Europe/Brussels``)
+``injection``          optional: column holding a producer's shared injection on the same row (read
+                       when the file has it; the generic presets name ``shared_injection_kwh``)
+``injection_registers`` with ``register``: the values that make up a producer's shared injection
+                       (Sibelga's ``Injection Partagée``); their value column goes to the injection
 =====================  ===========================================================================
+
+Both sides: the statement bills members for the shared energy received and credits producers for
+their shared injection; with both imported, the binding figures replace the provisional ones on
+each side (``quartier community reconcile --inspect FILE`` proposes a mapping from a file).
 
 Local time and the October fall-back: the local hour 02:00-03:00 happens twice. A file in local time
 without an offset lists it twice, summer time first (the order the Mijn Fluvius export uses, see
@@ -112,9 +120,14 @@ class ColumnMapping:
     register: str | None = None
     registers: tuple[str, ...] = field(default=())
     empty: str = "error"
+    injection: str | None = None
+    injection_registers: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "registers", tuple(self.registers))
+        object.__setattr__(self, "injection_registers", tuple(self.injection_registers))
+        if self.injection_registers and not self.register:
+            raise ReconcileError("injection_registers: needs register (the column the values are looked up in)")
         if self.unit not in ("kWh", "Wh"):
             raise ReconcileError(f"unit = {self.unit!r}: kWh or Wh")
         if self.period not in PERIODS:
@@ -142,10 +155,12 @@ MAPPING_FIELDS = tuple(f.name for f in fields(ColumnMapping))
 
 MAPPINGS: dict[str, ColumnMapping] = {
     # Quartier's own format (documented in docs/fleet.md): ean;start;received_kwh, quarter-hour rows
-    "generic": ColumnMapping(ean="ean", start="start", received="received_kwh", start_format="%Y-%m-%d %H:%M"),
+    # (and shared_injection_kwh, a producer's shared injection, when the file has the column)
+    "generic": ColumnMapping(ean="ean", start="start", received="received_kwh", start_format="%Y-%m-%d %H:%M",
+                             injection="shared_injection_kwh"),
     # the same with one row per member and month
     "generic-monthly": ColumnMapping(ean="ean", start="month", received="received_kwh", start_format="%Y-%m",
-                                     period="month"),
+                                     period="month", injection="shared_injection_kwh"),
     # Mijn Fluvius "verbruikshistoriek" quarter-hour export, current header. Layout from real code:
     # the header list in a Fluvius CSV builder (public code index, file id 58954822531, module
     # btm_sim.fluvius: "Van (datum)", "Van (tijdstip)", ..., "EAN-code", "Register", "Volume",
@@ -193,6 +208,7 @@ class GridRow:
     start: datetime  # UTC
     received_wh: int
     end: datetime | None = None  # UTC; None = start + 15 min
+    injection_wh: int | None = None  # a producer's shared injection, when the file gives it
 
     @property
     def stop(self) -> datetime:
@@ -242,9 +258,11 @@ def parse_grid_file(text: str, mapping: ColumnMapping) -> list[GridRow]:
         if need not in cols:
             raise ReconcileError(f"column {need!r} not in the file's header ({', '.join(sorted(cols)) or 'empty'})")
     tz = ZoneInfo(mapping.timezone)
-    wanted = set(mapping.registers)
+    wanted = set(mapping.registers) | set(mapping.injection_registers)
+    injection_column = mapping.injection if mapping.injection in cols else None  # optional: one side only
     seen: dict[tuple[str, str, datetime], int] = {}  # (ean, register, local start) -> occurrences
     sums: dict[tuple[datetime, str], Decimal] = {}
+    injected: dict[tuple[datetime, str], Decimal] = {}
     ends: dict[tuple[datetime, str], datetime] = {}
     for line, row in enumerate(reader, start=2):
         if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
@@ -302,14 +320,28 @@ def parse_grid_file(text: str, mapping: ColumnMapping) -> list[GridRow]:
         unit = (row[mapping.unit_column] or "").strip() if mapping.unit_column else mapping.unit
         if unit.lower() not in ("kwh", "wh"):
             raise ReconcileError(f"line {line}: {mapping.unit_column} = {unit!r}: kWh or Wh")
-        wh = energy * (Decimal(1000) if unit.lower() == "kwh" else Decimal(1))
+        scale = Decimal(1000) if unit.lower() == "kwh" else Decimal(1)
+        wh = energy * scale
         if wh < 0:
             raise ReconcileError(f"line {line}: {mapping.received} is negative")
         k = (start, ean)
-        sums[k] = sums.get(k, Decimal(0)) + wh
+        if register and register in mapping.injection_registers:
+            injected[k] = injected.get(k, Decimal(0)) + wh
+        else:
+            sums[k] = sums.get(k, Decimal(0)) + wh
+        if injection_column is not None and (cell := (row[injection_column] or "").strip()):
+            try:
+                inj = _number(cell, mapping.decimal) * scale
+            except InvalidOperation:
+                raise ReconcileError(f"line {line}: {injection_column} = {cell!r} is not a number") from None
+            if inj < 0:
+                raise ReconcileError(f"line {line}: {injection_column} is negative")
+            injected[k] = injected.get(k, Decimal(0)) + inj
         ends[k] = end
-    return [GridRow(ean, start, int(total.to_integral_value()), ends[(start, ean)])
-            for (start, ean), total in sorted(sums.items())]
+    keys = sorted(set(sums) | set(injected))
+    return [GridRow(ean, start, int(sums.get((start, ean), Decimal(0)).to_integral_value()), ends[(start, ean)],
+                    int(injected[(start, ean)].to_integral_value()) if (start, ean) in injected else None)
+            for start, ean in keys]
 
 
 def to_members(rows: list[GridRow], meters: Mapping[str, str]) -> tuple[list[tuple[str, datetime, int, datetime]], list[str]]:
@@ -320,7 +352,7 @@ def to_members(rows: list[GridRow], meters: Mapping[str, str]) -> tuple[list[tup
         if member is None:
             unknown.append(r.ean)
         else:
-            known.append((member, r.start, r.received_wh, r.stop))
+            known.append((member, r.start, r.received_wh, r.stop, r.injection_wh))
     return known, sorted(set(unknown))
 
 

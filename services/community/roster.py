@@ -19,6 +19,7 @@ from datetime import datetime
 from services.allocation import Settings, allocate_quarter_hour
 from services.allocation.model import Community, Operation
 from services.community.admission import DEFAULT_MAX_POWER_W
+from services.community.membership import active_ids, operation_at
 from gateway.wire import pseudonym
 
 
@@ -57,7 +58,8 @@ class Roster:
 
     community: str
     operations: Mapping[str, Operation]
-    seats: Mapping[str, Seat]  # by pseudonym
+    seats: Mapping[str, Seat]  # by pseudonym (a meter that moved between operations: its last seat)
+    by_operation: Mapping[tuple[str, str], Seat] = field(default_factory=dict)  # (operation, pseudonym)
 
     @classmethod
     def build(cls, community: Community, secret: str, only: list[str] | None = None,
@@ -67,16 +69,46 @@ class Roster:
         if missing:
             raise ValueError(f"operations: {', '.join(missing)} not in the community file")
         seats: dict[str, Seat] = {}
+        by_operation: dict[tuple[str, str], Seat] = {}
         for op in ops.values():
             for m in op.members:
                 if m.meter is None:
                     continue  # a member without a meter cannot report: it is never waited for
                 p = pseudonym(m.meter, secret)
-                seats[p] = Seat(op.id, m.id, p, m.receives, m.produces, m.max_power_w or default_max_power_w)
-        return cls(community.id, ops, seats)
+                seats[p] = by_operation[(op.id, p)] = Seat(op.id, m.id, p, m.receives, m.produces,
+                                                           m.max_power_w or default_max_power_w)
+        return cls(community.id, ops, seats, by_operation)
+
+    def seat(self, operation: str, pseudonym_: str) -> Seat | None:
+        """The meter's seat in that operation (a meter may have been in another operation before)."""
+        if self.by_operation:
+            return self.by_operation.get((operation, pseudonym_))
+        s = self.seats.get(pseudonym_)
+        return s if s is not None and s.operation == operation else None
 
     def members_of(self, operation: str) -> list[Seat]:
-        return [s for s in self.seats.values() if s.operation == operation]
+        """Every metered member the operation ever had (the file's whole history)."""
+        source = self.by_operation.values() if self.by_operation else self.seats.values()
+        return [s for s in source if s.operation == operation]
+
+    def members_at(self, operation: str, start: datetime) -> list[Seat]:
+        """The metered members of the operation at that quarter-hour (joined, not yet left)."""
+        active = active_ids(self.operations[operation], start)
+        return [s for s in self.members_of(operation) if s.member in active]
+
+    def update_from(self, new: Roster) -> None:
+        """Take the members of a reloaded community file, in place (the operator API holds this object).
+
+        The operations must be the same ones: adding or removing an operation changes the server's MQTT
+        subscriptions, which needs a restart (``ValueError`` says so)."""
+        if set(new.operations) != set(self.operations) or new.community != self.community:
+            raise ValueError("operations added or removed: restart the server to take them")
+        for target, source in ((self.operations, new.operations), (self.seats, new.seats),
+                               (self.by_operation, new.by_operation)):
+            assert isinstance(target, dict)
+            target.update(source)
+            for gone in set(target) - set(source):
+                del target[gone]
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +151,14 @@ def fill_missing(
 
 
 def allocate_operation(op: Operation, start: datetime, figures: Mapping[str, MemberFigures]) -> QuarterHourResult:
-    """The engine's single-quarter-hour path over the operation's members' figures."""
+    """The engine's single-quarter-hour path over the figures of the members active at ``start``
+    (services/community/membership.py: the roster of that day, also for a re-run weeks later)."""
+    op = operation_at(op, start)
     participants = op.participants
+    if not participants:  # nobody could receive that day (before the first member joined): all to the grid
+        injection = {m: figures[m].export_wh for m in op.producers if m in figures}
+        return QuarterHourResult(op.id, start, {}, {m: 0 for m in injection}, {}, injection, (),
+                                 sum(injection.values()), 0, 0)
     consumption = {m: figures[m].import_wh for m in participants if m in figures}
     production = {m: figures[m].export_wh for m in op.producers if m in figures}
     res = allocate_quarter_hour(

@@ -122,7 +122,10 @@ class CommunityServer:
         clock: Callable[[], float] = time.time,
         on_allocated: Callable[[QuarterHourResult], None] | None = None,
         limits: Limits | None = None,
+        reloader: Any = None,
     ) -> None:
+        """``reloader``: a :class:`~services.community.reload.CommunityFileWatcher` (or anything with
+        ``poll() -> Roster | None``) the ticker asks every few seconds for an edited community file."""
         import paho.mqtt.client as mqtt
 
         self.roster = roster
@@ -133,6 +136,7 @@ class CommunityServer:
         self.clock = clock
         self.on_allocated = on_allocated
         self.limits = limits or Limits()
+        self.reloader = reloader
         self.stats = ServerStats()
         self.live: dict[str, dict[str, tuple[LiveMsg, float]]] = {op: {} for op in roster.operations}
         self.trackers = {op: SignalTracker() for op in roster.operations}
@@ -318,7 +322,8 @@ class CommunityServer:
             try:
                 figures = self.ledger.figures(op, start)
                 already = self.ledger.is_allocated(op, start)  # late or corrected data: re-run
-                if len(figures) >= len(self.seats_by_op[op]) or already:
+                # complete when every member active at that quarter-hour is in (membership over time)
+                if already or all(s.member in figures for s in self.roster.members_at(op, start)):
                     self.allocate(op, start, figures, rerun=already, last_in=last_in.get((op, start)))
             except Exception as exc:  # stays pending: the ticker tries again at the deadline
                 self._allocation_failed(op, start, exc)
@@ -331,8 +336,8 @@ class CommunityServer:
         except WireError as exc:
             return self._dead(topic, payload, received, Refused(Refusal.MALFORMED, str(exc)))
         self.stats.by_kind[kind] = self.stats.by_kind.get(kind, 0) + 1
-        seat = self.roster.seats.get(meter)
-        if seat is None or seat.operation != op:
+        seat = self.roster.seat(op, meter)
+        if seat is None:
             return self._dead(topic, payload, received, Refused(Refusal.UNKNOWN_METER, f"unknown meter {meter} in operation {op}"))
         try:
             if kind in ("qh", "live"):  # the figures first, so that a refusal names what is wrong with them
@@ -388,8 +393,9 @@ class CommunityServer:
 
     def allocate(self, op: str, start: datetime, figures: dict | None = None, *, rerun: bool = False,
                  last_in: float | None = None) -> QuarterHourResult:
-        """Allocate one quarter-hour (estimating absent members), store and publish it."""
-        seats = self.seats_by_op[op]
+        """Allocate one quarter-hour (estimating absent members), store and publish it; with the
+        members active at that quarter-hour, also when it is re-run long after (membership.py)."""
+        seats = self.roster.members_at(op, start)
         have = figures if figures is not None else self.ledger.figures(op, start)
         missing = [s.member for s in seats if s.member not in have]
         last = self.ledger.last_known(op, start, missing) if missing else {}
@@ -487,6 +493,29 @@ class CommunityServer:
         self.client.publish(meter_topic(self.roster.community, op, pseudonym, "resend"), msg.to_bytes(), qos=1)
         self.stats.resend_requests += 1
 
+    # -- membership: the community file edited while running -----------------------------------------
+
+    def reload_roster(self, new: Roster) -> bool:
+        """Take a reloaded community file's members (joined, left, shares) without a restart. The
+        roster is updated in place, so the operator API sees it too; refused (logged, False) when
+        operations were added or removed."""
+        try:
+            self.roster.update_from(new)
+        except ValueError as exc:
+            log.error("community.reload_refused", extra={"error": str(exc)})
+            return False
+        self.seats_by_op = {op: self.roster.members_of(op) for op in self.roster.operations}
+        log.info("community.reloaded", extra={"operations": len(self.roster.operations),
+                                               "seats": len(self.roster.by_operation or self.roster.seats)})
+        return True
+
+    def check_reload(self) -> bool:
+        """Ask the reloader whether the community file changed; apply it if so."""
+        if self.reloader is None:
+            return False
+        new = self.reloader.poll()
+        return new is not None and self.reload_roster(new)
+
     # -- ticker: deadlines and live totals ---------------------------------------------------------
 
     def _tick(self) -> None:
@@ -498,6 +527,7 @@ class CommunityServer:
             try:
                 if now_s >= next_deadline:
                     next_deadline = now_s + 5.0
+                    self.check_reload()
                     self.allocate_overdue(now_s)
             except Exception as exc:
                 log.error("community.tick_failed", extra={"error": repr(exc)}, exc_info=True)
@@ -510,8 +540,9 @@ class CommunityServer:
 
     def publish_totals(self, now_s: float) -> None:
         now = datetime.fromtimestamp(now_s, timezone.utc)
-        for op, seats in self.seats_by_op.items():
-            try:  # one operation's failure leaves the others' totals and signal going
+        for op in self.seats_by_op:
+            try:
+                seats = self.roster.members_at(op, now)  # one operation's failure leaves the others' totals and signal going
                 msg = operation_totals(op, seats, self.live[op], now, now_s, self.live_stale_s, self.trackers[op])
                 self.last_totals[op] = msg
                 self.client.publish(operation_topic(self.roster.community, op), msg.to_bytes(), qos=0, retain=True)

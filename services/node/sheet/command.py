@@ -7,10 +7,7 @@ import argparse
 import json
 import math
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -26,12 +23,15 @@ from services.node.sheet.figures import (
     month_figures,
 )
 from services.node.sheet.render import render_html
+from services.pdf import PdfError, chromium  # noqa: F401 - chromium: this module's name for it since the start
+from services.pdf import print_pdf as _print_pdf
 
 # -- I/O: the store, Chromium ----------------------------------------------------------------------
 
 
 def figures_from_store(store, meter_id: str, month: str, *, allocation: Sequence[AllocatedQuarter] | None,
-                       grid_price: float | None, community_price: float | None) -> SheetFigures:
+                       grid_price: float | None, community_price: float | None,
+                       sharing_fee_eur_year: float | None = None) -> SheetFigures:
     """Read one meter's month from a :class:`gateway.store.Store` (or its read-only variant)."""
     tz = store.tz
     first, nxt = month_bounds(month, tz)
@@ -50,32 +50,16 @@ def figures_from_store(store, meter_id: str, month: str, *, allocation: Sequence
         days_with_data=sum(1 for d in days if d.quarter_hours),
         own_quarter_hours=[(q.start, q.import_wh, q.export_wh) for q in qhs],
         allocation=allocation, grid_price=grid_price, community_price=community_price,
+        sharing_fee_eur_year=sharing_fee_eur_year,
     )
 
 
-def chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
 def print_pdf(html_path: Path, pdf_path: Path, *, browser: str | None = None, timeout_s: float = 120) -> None:
-    """Headless Chromium prints the page with its print stylesheet (A4, no header or footer)."""
-    browser = browser or chromium()
-    if browser is None:
-        raise SystemExit("quartier sheet: --pdf needs Chromium (sudo apt-get install chromium); "
-                         "or open the HTML file in a browser and print it to PDF")
-    with tempfile.TemporaryDirectory(prefix="quartier-sheet-") as profile:
-        cmd = [browser, "--headless", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
-               "--no-pdf-header-footer", f"--print-to-pdf={pdf_path}", html_path.resolve().as_uri()]
-        if os.geteuid() == 0:
-            cmd.insert(1, "--no-sandbox")  # Chromium refuses to run as root with its sandbox
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
-    if proc.returncode != 0 or not pdf_path.exists() or pdf_path.stat().st_size == 0:
-        raise SystemExit(f"quartier sheet: Chromium could not print {pdf_path}: {proc.stderr.strip()[-300:]}")
+    """Headless Chromium prints the page (services/pdf.py, shared with the community's statements)."""
+    try:
+        _print_pdf(html_path, pdf_path, browser=browser, timeout_s=timeout_s)
+    except PdfError as exc:
+        raise SystemExit(f"quartier sheet: {exc}") from None
 
 
 def _previous_month(tz: ZoneInfo) -> str:
@@ -103,6 +87,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--grid-price", type=float, metavar="EUR", help="EUR per kWh from the grid (default web.grid_price_eur_kwh)")
     p.add_argument("--community-price", type=float, metavar="EUR",
                    help="EUR per kWh of shared energy (default web.shared_price_eur_kwh)")
+    p.add_argument("--sharing-fee", type=float, metavar="EUR",
+                   help="EUR per year your supplier charges for taking part in sharing "
+                        "(default web.supplier_sharing_fee_eur_year); deducted from the savings")
     p.add_argument("--out", type=Path, help="HTML file to write (default sheet-<meter>-<month>-<lang>.html)")
     p.add_argument("--pdf", type=Path, metavar="FILE", help="also print the sheet to this PDF with headless Chromium")
     p.set_defaults(func=cmd_sheet)
@@ -128,6 +115,7 @@ def _open_store(path: Path, timezone_name: str):
 
 def cmd_sheet(args: argparse.Namespace) -> int:
     lang, grid, community, tz_name = args.lang, args.grid_price, args.community_price, "Europe/Brussels"
+    fee = args.sharing_fee
     if args.config is not None:
         from gateway.config import ConfigError, load_config
 
@@ -139,6 +127,7 @@ def cmd_sheet(args: argparse.Namespace) -> int:
         lang = lang or (cfg.web.language if cfg.web.language in LANGS else None)
         grid = grid if grid is not None else cfg.web.grid_price_eur_kwh
         community = community if community is not None else cfg.web.shared_price_eur_kwh
+        fee = fee if fee is not None else cfg.web.supplier_sharing_fee_eur_year
     elif args.db is not None:
         db = args.db
     else:
@@ -147,6 +136,8 @@ def cmd_sheet(args: argparse.Namespace) -> int:
     for flag, value in (("--grid-price", grid), ("--community-price", community)):
         if value is not None and not (0 <= value < 10 and math.isfinite(value)):
             raise SystemExit(f"quartier sheet: {flag} {value}: a price in EUR per kWh, e.g. 0.32")
+    if fee is not None and not (0 <= fee <= 10_000 and math.isfinite(fee)):
+        raise SystemExit(f"quartier sheet: --sharing-fee {fee}: EUR per year, e.g. 121")
     store = _open_store(db, tz_name)
     try:
         month = args.month or _previous_month(store.tz)
@@ -177,7 +168,7 @@ def cmd_sheet(args: argparse.Namespace) -> int:
             except ValueError as exc:
                 raise SystemExit(f"quartier sheet: {args.allocation}: {exc}") from None
         figures = figures_from_store(store, meter, month, allocation=allocation, grid_price=grid,
-                                     community_price=community)
+                                     community_price=community, sharing_fee_eur_year=fee)
     finally:
         store.close()
     if not figures.quarter_hours:

@@ -49,12 +49,20 @@ class SheetFigures:
     hourly_surplus_wh: tuple[float, ...]  # 24 values: average Wh of surplus in each local hour of a day
     surplus_basis: str | None  # "community", "own", or None (no surplus data)
     best_hours: tuple[tuple[int, int], ...]  # [start, end) local hours, best first
+    sharing_fee_eur_year: float | None = None  # the supplier's fee for taking part in sharing, per year
+
+    @property
+    def sharing_fee_eur(self) -> float:
+        """The supplier's sharing fee for this month's days (fee x days / 365)."""
+        return round((self.sharing_fee_eur_year or 0.0) * self.days_in_month / 365, 2)
 
     @property
     def savings_eur(self) -> float | None:
+        """Honest savings: shared kWh x (supplier's energy price - community's price) - the month's
+        part of the supplier's sharing fee; negative when sharing cost the member money."""
         if self.shared_wh is None or self.grid_price is None or self.community_price is None:
             return None
-        return round(self.shared_wh / 1000 * (self.grid_price - self.community_price), 2)
+        return round(self.shared_wh / 1000 * (self.grid_price - self.community_price) - self.sharing_fee_eur, 2)
 
     @property
     def shared_share(self) -> float | None:
@@ -105,7 +113,7 @@ def month_figures(
     expected_quarter_hours: int, estimated: int, days_with_data: int,
     own_quarter_hours: Sequence[tuple[datetime, int, int]],
     allocation: Sequence[AllocatedQuarter] | None,
-    grid_price: float | None = None, community_price: float | None = None,
+    grid_price: float | None = None, community_price: float | None = None, sharing_fee_eur_year: float | None = None,
 ) -> SheetFigures:
     """The sheet's figures from the month's totals, the member's quarter-hours (start, import_wh,
     export_wh) and, when known, the member's provisional allocation."""
@@ -126,6 +134,7 @@ def month_figures(
         expected_quarter_hours=expected_quarter_hours, estimated=estimated, days_with_data=days_with_data,
         days_in_month=days, shared_wh=shared, shared_quarter_hours=len(in_month), grid_price=grid_price,
         community_price=community_price, hourly_surplus_wh=profile, surplus_basis=basis,
+        sharing_fee_eur_year=sharing_fee_eur_year,
         best_hours=best_hours(profile) if basis else (),
     )
 

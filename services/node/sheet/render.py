@@ -35,6 +35,9 @@ TEXT: dict[str, dict[str, str]] = {
         "savings_text": "You saved about {eur}: {grid} per kWh from the grid, {community} per kWh from the community.",
         "savings_no_price": "Ask your community for the prices to see how much you saved.",
         "savings_unknown": "Known once the shared energy is known.",
+        "savings_fee": " Your supplier's sharing fee for the month ({fee}) is deducted.",
+        "savings_loss": "Sharing cost you {eur} this month: your supplier's sharing fee ({fee}) is more than you saved "
+                        "({grid} per kWh from the grid, {community} per kWh from the community).",
         "best": "The best hours to use electricity",
         "best_intro": "Run the washing machine, the dishwasher or the water heater, or charge the car, preferably:",
         "best_own": "These are the hours when your own solar panels sent the most electricity to the grid this month.",
@@ -68,6 +71,9 @@ TEXT: dict[str, dict[str, str]] = {
         "savings_text": "Vous avez économisé environ {eur} : {grid} le kWh du réseau, {community} le kWh de la communauté.",
         "savings_no_price": "Demandez les prix à votre communauté pour voir combien vous avez économisé.",
         "savings_unknown": "Connues quand l'énergie partagée sera connue.",
+        "savings_fee": " Les frais de partage de votre fournisseur pour le mois ({fee}) sont déduits.",
+        "savings_loss": "Le partage vous a coûté {eur} ce mois-ci : les frais de partage de votre fournisseur ({fee}) "
+                        "dépassent l'économie ({grid} le kWh du réseau, {community} le kWh de la communauté).",
         "best": "Les meilleures heures pour consommer",
         "best_intro": "Faites tourner le lave-linge, le lave-vaisselle ou le chauffe-eau, ou rechargez la voiture, "
                       "de préférence :",
@@ -102,6 +108,9 @@ TEXT: dict[str, dict[str, str]] = {
         "savings_text": "U bespaarde ongeveer {eur}: {grid} per kWh van het net, {community} per kWh van de gemeenschap.",
         "savings_no_price": "Vraag de prijzen aan uw gemeenschap om te zien hoeveel u bespaarde.",
         "savings_unknown": "Bekend zodra de gedeelde energie bekend is.",
+        "savings_fee": " De deelkosten van uw leverancier voor de maand ({fee}) zijn afgetrokken.",
+        "savings_loss": "Delen heeft u deze maand {eur} gekost: de deelkosten van uw leverancier ({fee}) zijn hoger dan "
+                        "de besparing ({grid} per kWh van het net, {community} per kWh van de gemeenschap).",
         "best": "De beste uren om stroom te gebruiken",
         "best_intro": "Laat de wasmachine, de vaatwasser of de boiler werken, of laad de auto op, het liefst:",
         "best_own": "Op deze uren gaven uw eigen zonnepanelen deze maand de meeste stroom aan het net.",
@@ -206,8 +215,16 @@ def render_html(f: SheetFigures, lang: str, *, name: str | None = None, communit
     savings = f.savings_eur
     if savings is not None:
         savings_value = format_eur(savings, lang)
-        savings_text = t["savings_text"].format(eur=format_eur(savings, lang), grid=format_eur(f.grid_price, lang),
-                                                community=format_eur(f.community_price, lang))
+        fee = format_eur(f.sharing_fee_eur, lang)
+        if savings < 0:  # a member who loses money by sharing is told so
+            savings_text = t["savings_loss"].format(eur=format_eur(-savings, lang), fee=fee,
+                                                    grid=format_eur(f.grid_price, lang),
+                                                    community=format_eur(f.community_price, lang))
+        else:
+            savings_text = t["savings_text"].format(eur=format_eur(savings, lang), grid=format_eur(f.grid_price, lang),
+                                                    community=format_eur(f.community_price, lang))
+            if f.sharing_fee_eur:
+                savings_text += t["savings_fee"].format(fee=fee)
     elif f.shared_wh is None:
         savings_value, savings_text = "?", t["savings_unknown"]
     else:

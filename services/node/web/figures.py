@@ -28,15 +28,21 @@ FLEET_NOTE = (
 
 @dataclass(frozen=True, slots=True)
 class Prices:
-    """EUR per kWh, for the savings figure; both needed (savings = shared x (grid - shared price))."""
+    """EUR per kWh, for the savings figure; both needed. Honest savings: shared x (supplier's energy
+    price - community's price) - the supplier's sharing fee for the days of the period (fee x days /
+    365), since network costs are paid either way; negative: sharing cost the member money."""
 
     grid_eur_kwh: float | None = None
     shared_eur_kwh: float | None = None
+    sharing_fee_eur_year: float | None = None
 
-    def savings(self, shared_wh: int) -> float | None:
+    def savings(self, shared_wh: int, days: float = 0.0) -> float | None:
         if self.grid_eur_kwh is None or self.shared_eur_kwh is None:
             return None
-        return round(shared_wh / 1000 * (self.grid_eur_kwh - self.shared_eur_kwh), 2)
+        return round(shared_wh / 1000 * (self.grid_eur_kwh - self.shared_eur_kwh) - self.fee(days), 2)
+
+    def fee(self, days: float) -> float:
+        return round((self.sharing_fee_eur_year or 0.0) * days / 365, 2)
 
 
 def local_midnight(day: date, tz: ZoneInfo) -> datetime:
@@ -126,7 +132,8 @@ def allocation_view(
         "injection_shared_wh": injection_shared,
         "self_sufficiency": ratio(shared, import_wh),
         "sharing_rate": ratio(injection_shared, export_wh),
-        "savings_eur": prices.savings(shared),
+        "savings_eur": prices.savings(shared, (end - start).total_seconds() / 86400),
+        "sharing_fee_eur": prices.fee((end - start).total_seconds() / 86400) if prices.sharing_fee_eur_year else None,
         "operation": None,
     }
     if fleet:

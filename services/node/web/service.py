@@ -59,7 +59,7 @@ class WebSettings:
             cors_origins=tuple(w.cors_origins),
             meter_id=w.meter_id,
             language=w.language,
-            prices=Prices(w.grid_price_eur_kwh, w.shared_price_eur_kwh),
+            prices=Prices(w.grid_price_eur_kwh, w.shared_price_eur_kwh, w.supplier_sharing_fee_eur_year),
             stream_interval_s=w.stream_interval_s,
             operation=cfg.uplink.operation if cfg.uplink.enabled else None,
             member_id=cfg.uplink.pseudonym if cfg.uplink.enabled else None,

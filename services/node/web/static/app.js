@@ -149,6 +149,11 @@
     $("month-label").textContent = m.label;
     $("month-shared").textContent = kwh(m.shared_wh);
     $("month-savings").textContent = euro(m.savings_eur);
+    // honest savings: with the supplier's sharing fee a member can lose money by sharing, and is told so
+    const loses = m.savings_eur != null && m.savings_eur < 0;
+    $("month-savings").classList.toggle("loss", loses);
+    $("month-loss").hidden = !loses;
+    $("month-loss").textContent = loses ? t("savings_loss", { eur: euro(-m.savings_eur) }) : "";
     $("month-ss").textContent = pct(m.self_sufficiency);
     $("month-note").textContent = t(m.basis === "operation" ? "note_operation" : "note_own_meter");
     // a producer's side of the month: its injection that went to the neighbours
