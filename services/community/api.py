@@ -12,11 +12,12 @@ from __future__ import annotations
 import hmac
 from calendar import monthrange
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.dates import DateInputError, check_day, parse_month
 from services.community.ledger import Ledger
@@ -37,6 +38,32 @@ def _local_iso(epoch: float | None, tz: str) -> str | None:
         return datetime.fromtimestamp(epoch, ZoneInfo(tz)).isoformat()
     except (OverflowError, OSError, ValueError):  # a time no member can have sent (a ledger from before admission)
         return None
+
+
+class AlertRequest(BaseModel):
+    """``PUT /api/v1/operations/{op}/alert``: a collective alert for every home of the operation."""
+
+    model_config = ConfigDict(extra="forbid")
+    minutes: int = Field(ge=1, le=1440)
+    message: str = Field(default="", max_length=200)
+    start: datetime | None = None  # ISO 8601 with a zone: a scheduled alert; default now
+    kind: Literal["reduce", "consume"] = "reduce"
+
+
+def _one_line(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ())) or "body"
+        parts.append(f"{loc}: {err.get('msg')}")
+    return "; ".join(parts)
+
+
+def _alert_view(rec: Any, now: datetime, tz: str, effect: dict[str, Any] | None) -> dict[str, Any]:
+    z = ZoneInfo(tz)
+    return {"id": rec.id, "kind": rec.kind, "message": rec.message, "status": rec.status(now),
+            "start": rec.start.astimezone(z).isoformat(), "until": rec.until.astimezone(z).isoformat(),
+            "ended_at": rec.ended_at.astimezone(z).isoformat() if rec.ended_at else None,
+            "created_at": rec.created_at.astimezone(z).isoformat(), "effect": effect}
 
 
 def create_app(roster: Roster, ledger: Ledger, tokens: list[str], server: Any = None) -> FastAPI:
@@ -155,6 +182,57 @@ def create_app(roster: Roster, ledger: Ledger, tokens: list[str], server: Any = 
         for r in letters:
             r["received_at"] = _local_iso(r["received_at"], o.timezone)  # type: ignore[arg-type]
         return {"counts": counts, "total": sum(r["count"] for r in counts), "recent": letters}  # type: ignore[misc]
+
+    # -- collective alerts (services/community/alerts.py) ------------------------------------------
+
+    def running() -> Any:
+        if server is None:
+            raise HTTPException(503, "alerts need the running community server")
+        return server
+
+    @app.put("/api/v1/operations/{op}/alert", dependencies=[Depends(auth)])
+    def put_alert(op: str, body: Any = Body(...)) -> dict[str, Any]:
+        """Raise (or schedule, with ``start``) a collective alert; published to every node at once."""
+        o = op_or_404(op)
+        srv = running()
+        try:
+            req = AlertRequest.model_validate(body)
+        except ValidationError as exc:
+            raise HTTPException(422, _one_line(exc)) from None
+        from services.community.alerts import AlertInputError
+
+        try:
+            rec = srv.raise_alert(op, kind=req.kind, message=req.message, minutes=req.minutes, start=req.start)
+        except AlertInputError as exc:
+            raise HTTPException(422, str(exc)) from None
+        now = datetime.fromtimestamp(srv.clock(), ZoneInfo("UTC"))
+        return _alert_view(rec, now, o.timezone, None)
+
+    @app.delete("/api/v1/operations/{op}/alert", dependencies=[Depends(auth)])
+    def delete_alert(op: str, id: str | None = Query(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+                                                    description="a scheduled alert to cancel; default: the active ones")) -> dict[str, Any]:
+        o = op_or_404(op)
+        srv = running()
+        ended = srv.end_alert(op, id)
+        if id is not None and not ended:
+            raise HTTPException(404, f"no alert {id!r} to end in {op!r}")
+        now = datetime.fromtimestamp(srv.clock(), ZoneInfo("UTC"))
+        return {"ended": [_alert_view(r, now, o.timezone, None) for r in ended]}
+
+    @app.get("/api/v1/operations/{op}/alerts", dependencies=[Depends(auth)])
+    def list_alerts(op: str) -> dict[str, Any]:
+        """Every alert (scheduled, active, past), newest first, each with its measured effect."""
+        from services.community.alerts import BASELINE_RULE
+
+        o = op_or_404(op)
+        srv = running()
+        now = datetime.fromtimestamp(srv.clock(), ZoneInfo("UTC"))
+        records = srv.alerts.all(op)
+        out = []
+        for r in records:
+            eff = srv.alert_effect(op, r, records) if r.start <= now else None
+            out.append(_alert_view(r, now, o.timezone, eff))
+        return {"baseline": BASELINE_RULE, "alerts": out}
 
     @app.get("/api/v1/stats", dependencies=[Depends(auth)])
     def stats() -> dict[str, Any]:
