@@ -92,7 +92,7 @@
     const ar = $("alert-result"), r = L.last_alert;
     ar.hidden = !r;
     if (r) {
-      const d = new Date(r.until).toLocaleString(locale(), { weekday: "long", hour: "2-digit", minute: "2-digit" });
+      const d = new Date(r.until).toLocaleString(locale(), { weekday: "long", hour: "2-digit", minute: "2-digit", timeZone: zone() });
       const p = r.members_change_pct;
       ar.textContent = p === null || p === undefined ? t("alert_result_none", { d })
         : t(p <= 0 ? "alert_result_less" : "alert_result_more", { d, p: Math.abs(p).toLocaleString(locale(), { maximumFractionDigits: 0 }) });
