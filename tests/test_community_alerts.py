@@ -460,3 +460,39 @@ def test_an_expired_alert_is_never_shown(rig) -> None:
     finally:
         c.close()
         srv.publish_alerts("op1")  # the server's own message again
+
+
+def test_the_operator_page_raises_lists_and_ends_alerts_in_three_languages(rig) -> None:
+    from tests.browser import Browser
+
+    nodes = rig["nodes"]
+    browser = Browser(width=1280, height=900)
+    labels = {"fr": ("Alertes collectives", "Lancer l'alerte", "en cours", "terminée"),
+              "nl": ("Collectieve oproepen", "Oproep versturen", "lopend", "beëindigd"),
+              "en": ("Collective alerts", "Raise the alert", "active", "ended")}
+    try:
+        for lang, (title, button, active, ended) in labels.items():
+            browser.navigate(rig["op_url"] + f"/?lang={lang}#token={TOKEN}")
+            browser.wait_js("!document.getElementById('alerts').hidden && document.getElementById('a-op').value === 'op1'",
+                            timeout=15, what=f"{lang}: the alert form")
+            assert browser.js("document.querySelector('#alerts h2').textContent") == title
+            assert browser.js("document.getElementById('a-raise').textContent") == button
+            browser.js(f"document.getElementById('a-message').value = {json.dumps('page ' + lang)}; "
+                       "document.getElementById('a-minutes').value = '10'; document.getElementById('a-raise').click(); true")
+            for name, n in nodes.items():
+                until(lambda n=n: n.signal()["alert"] and n.signal()["alert"]["message"] == f"page {lang}",
+                      f"{name}: the alert raised from the page", 5)
+            browser.wait_js(f"[...document.querySelectorAll('#alert-list tr')].some(r => r.textContent.includes('page {lang}') "
+                            f"&& r.querySelector('.status').textContent === {json.dumps(active)})", timeout=10,
+                            what=f"{lang}: the raised alert listed as active")
+            # the seeded alert's effect is on the list (members' figures against the baseline)
+            assert "-45.5 %" in browser.js("document.getElementById('alert-list').textContent")
+            browser.screenshot(ART / f"operator-alerts-{lang}.png")
+            browser.js("document.getElementById('a-end').click(); true")
+            for name, n in nodes.items():
+                until(lambda n=n: n.signal()["alert"] is None, f"{name}: ended from the page", 5)
+            browser.wait_js(f"[...document.querySelectorAll('#alert-list tr')].some(r => r.textContent.includes('page {lang}') "
+                            f"&& r.querySelector('.status').textContent === {json.dumps(ended)})", timeout=10,
+                            what=f"{lang}: the alert listed as ended")
+    finally:
+        browser.close()

@@ -250,14 +250,24 @@ PAGE = """<!doctype html><html lang="en"><meta charset="utf-8"><title>Quartier c
 border-bottom:1px solid #ddd;text-align:left}td.n{text-align:right}.online{color:#070}.offline,.never,.unknown{color:#a00}
 form{margin:.5em 0}</style>
 <h1>Quartier community</h1>
+<nav id=langs><a href="?lang=fr">FR</a> <a href="?lang=nl">NL</a> <a href="?lang=en">EN</a></nav>
 <form id=login hidden><label>Operator token <input id=token type=password autocomplete=current-password></label>
 <button>Open</button></form>
 <form id=period hidden><label>Month <input id=month type=month></label> <label>Day <input id=day type=date></label></form>
-<p id=msg></p><div id=ops></div>
+<p id=msg></p>
+<section id=alerts hidden><h2 data-t=alerts></h2>
+<form id=raise><label><span data-t=operation></span> <select id=a-op></select></label>
+<label><span data-t=kind></span> <select id=a-kind><option value=reduce data-t=reduce></option><option value=consume data-t=consume></option></select></label>
+<label><span data-t=minutes></span> <input id=a-minutes type=number min=1 max=1440 value=60 required></label>
+<label><span data-t=start></span> <input id=a-start type=datetime-local></label><br>
+<label><span data-t=message></span> <input id=a-message maxlength=200 size=60></label>
+<button id=a-raise data-t=raise></button> <button type=button id=a-end data-t=end></button></form>
+<p id=a-msg></p><div id=alert-list></div></section>
+<div id=ops></div>
 <script>
 // the token: from the link's fragment (never sent to a server or logged), else this browser's storage
 const frag = new URLSearchParams(location.hash.slice(1));
-if (frag.get('token')) { localStorage.setItem('qtoken', frag.get('token')); history.replaceState(null, '', location.pathname); }
+if (frag.get('token')) { localStorage.setItem('qtoken', frag.get('token')); history.replaceState(null, '', location.pathname + location.search); }
 let token = localStorage.getItem('qtoken');
 const $ = id => document.getElementById(id);
 const get = p => fetch(p, {headers: {Authorization: 'Bearer ' + token}}).then(r => {
@@ -266,7 +276,7 @@ const get = p => fetch(p, {headers: {Authorization: 'Bearer ' + token}}).then(r 
 const esc = s => String(s ?? '').replace(/[&<>"]/g, c => ({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c]));
 function ask() { $('login').hidden = false; $('period').hidden = true; }
 $('login').onsubmit = e => { e.preventDefault(); token = $('token').value.trim(); localStorage.setItem('qtoken', token);
-  $('login').hidden = true; load().catch(err => $('msg').textContent = err.message); };
+  $('login').hidden = true; loadAll().catch(err => $('msg').textContent = err.message); };
 ['month', 'day'].forEach(id => $(id).onchange = () => { $(id).dataset.set = '1'; load().catch(err => $('msg').textContent = err.message); });
 async function load() {
   if (!token) return ask();
@@ -308,5 +318,63 @@ function refusedList(ref) {
     (ref.recent.length ? `<details><summary>newest</summary><ul>` + ref.recent.map(d =>
       `<li>${esc(d.received_at)} ${esc(d.member ?? d.meter)} ${esc(d.kind)}: ${esc(d.detail)}</li>`).join('') + '</ul></details>' : '');
 }
-load().catch(e => $('msg').textContent = e.message); setInterval(() => { if (token) load().catch(() => {}); }, 10000);
+// collective alerts: raise (now or scheduled), end, and the list with each alert's measured effect
+const LANG = (new URLSearchParams(location.search).get('lang') || navigator.language || 'en').slice(0, 2);
+const TX = {
+  fr: {alerts: 'Alertes collectives', operation: 'Opération', kind: 'Type', reduce: 'Réduire maintenant',
+    consume: 'Consommer maintenant', minutes: 'Durée (min)', start: 'Début (vide : maintenant)', message: 'Message',
+    raise: "Lancer l'alerte", end: "Terminer l'alerte en cours", raised: 'Alerte envoyée à tous les foyers.',
+    ended: 'Alerte terminée.', none: 'Aucune alerte.', status: 'statut', window: 'période', members: 'membres (kWh, réf., %)',
+    observer: 'compteur observé (kWh, réf., %)', scheduled: 'programmée', active: 'en cours', expired: 'passée',
+    'ended_s': 'terminée', observers: 'Compteurs observés', power: 'puissance', cancel: 'annuler'},
+  nl: {alerts: 'Collectieve oproepen', operation: 'Deelinitiatief', kind: 'Soort', reduce: 'Nu minder verbruiken',
+    consume: 'Nu verbruiken', minutes: 'Duur (min)', start: 'Begin (leeg: nu)', message: 'Bericht',
+    raise: 'Oproep versturen', end: 'Lopende oproep beëindigen', raised: 'Oproep naar alle woningen verstuurd.',
+    ended: 'Oproep beëindigd.', none: 'Geen oproepen.', status: 'status', window: 'periode', members: 'leden (kWh, ref., %)',
+    observer: 'observatiemeter (kWh, ref., %)', scheduled: 'gepland', active: 'lopend', expired: 'voorbij',
+    'ended_s': 'beëindigd', observers: 'Observatiemeters', power: 'vermogen', cancel: 'annuleren'},
+  en: {alerts: 'Collective alerts', operation: 'Operation', kind: 'Kind', reduce: 'Reduce now', consume: 'Consume now',
+    minutes: 'Duration (min)', start: 'Start (empty: now)', message: 'Message', raise: 'Raise the alert',
+    end: 'End the active alert', raised: 'Alert sent to every home.', ended: 'Alert ended.', none: 'No alerts.',
+    status: 'status', window: 'window', members: 'members (kWh, baseline, %)', observer: 'observer meter (kWh, baseline, %)',
+    scheduled: 'scheduled', active: 'active', expired: 'past', 'ended_s': 'ended', observers: 'Observer meters',
+    power: 'power', cancel: 'cancel'}};
+const tx = k => (TX[LANG] || TX.en)[k] ?? TX.en[k] ?? k;
+document.documentElement.lang = TX[LANG] ? LANG : 'en';
+document.querySelectorAll('[data-t]').forEach(e => e.textContent = tx(e.dataset.t));
+const send = (method, p, body) => fetch(p, {method, headers: {Authorization: 'Bearer ' + token, 'Content-Type': 'application/json'},
+  body: body ? JSON.stringify(body) : undefined}).then(async r => { const j = await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error(typeof j.detail === 'string' ? j.detail : r.status + ''); return j; });
+$('raise').onsubmit = e => { e.preventDefault();
+  const body = {minutes: parseInt($('a-minutes').value), message: $('a-message').value, kind: $('a-kind').value};
+  if ($('a-start').value) body.start = new Date($('a-start').value).toISOString();
+  send('PUT', `/api/v1/operations/${$('a-op').value}/alert`, body).then(() => { $('a-msg').textContent = tx('raised'); loadAlerts(); })
+    .catch(err => $('a-msg').textContent = err.message); };
+$('a-end').onclick = () => send('DELETE', `/api/v1/operations/${$('a-op').value}/alert`)
+  .then(() => { $('a-msg').textContent = tx('ended'); loadAlerts(); }).catch(err => $('a-msg').textContent = err.message);
+const when = s => s ? new Date(s).toLocaleString(LANG, {dateStyle: 'short', timeStyle: 'short'}) : '';
+const fig = (k, b, p) => k == null ? '–' : `${k} / ${b ?? '–'} / ${p == null ? '–' : (p > 0 ? '+' : '') + p + ' %'}`;
+async function loadAlerts() {
+  const op = $('a-op').value; if (!op) return;
+  const res = await get(`/api/v1/operations/${op}/alerts`);
+  $('alert-list').innerHTML = !res.alerts.length ? `<p>${tx('none')}</p>` :
+    `<table class=alerts><tr><th>${tx('status')}</th><th>${tx('kind')}</th><th>${tx('window')}</th><th>${tx('message')}</th>
+     <th>${tx('members')}</th><th>${tx('observer')}</th><th></th></tr>` + res.alerts.map(a => { const f = a.effect || {};
+     return `<tr data-alert="${esc(a.id)}" class="${esc(a.status)}"><td class=status>${esc(tx(a.status === 'ended' ? 'ended_s' : a.status))}</td>
+     <td>${esc(tx(a.kind))}</td><td>${esc(when(a.start))} – ${esc(when(a.ended_at || a.until))}</td><td>${esc(a.message)}</td>
+     <td class="n effect-members">${fig(f.members_kwh, f.members_baseline_kwh, f.members_change_pct)}</td>
+     <td class="n effect-observer">${fig(f.observer_kwh, f.observer_baseline_kwh, f.observer_change_pct)}</td>
+     <td>${a.status === 'scheduled' ? `<button onclick="send('DELETE', '/api/v1/operations/${esc(op)}/alert?id=${esc(a.id)}').then(loadAlerts)">${tx('cancel')}</button>` : ''}</td></tr>`;
+     }).join('') + '</table>' + `<p class=baseline><small>${esc(res.baseline)}</small></p>`;
+}
+$('a-op').onchange = () => loadAlerts().catch(err => $('a-msg').textContent = err.message);
+async function loadAll() {
+  await load();
+  if (!token) return;
+  const ops = await get('/api/v1/operations');
+  if (!$('a-op').options.length) $('a-op').innerHTML = ops.map(o => `<option value="${esc(o.id)}">${esc(o.name || o.id)}</option>`).join('');
+  $('alerts').hidden = false;
+  await loadAlerts();
+}
+loadAll().catch(e => $('msg').textContent = e.message); setInterval(() => { if (token) loadAll().catch(() => {}); }, 10000);
 </script></html>"""
