@@ -35,13 +35,26 @@ from services.community.api import create_app as operator_app
 from services.community.ledger import Incoming, Ledger
 from services.community.server import BrokerLink, CommunityServer
 from services.node.web.server import build
-from tests.community_fixtures import SECRET, roster
+from services.allocation.model import load_community
+from services.community.roster import Roster
+from tests.community_fixtures import COMMUNITY_TOML, SECRET
 from tests.community_harness import Client, SecureMosquitto, make_broker
 from tests.servers import Mosquitto, free_port
 
 TOKEN = "operator-token-for-the-alert-tests"
-EAN = {"alice": "541448820000000001", "bob": "541448820000000002", "school": "541448820000000003"}
-POWER = {"alice": (600.0, 0.0), "school": (0.0, 4200.0)}  # the school's roof: the operation is green
+EAN = {"alice": "541448820000000001", "bob": "541448820000000002", "school": "541448820000000003",
+       "cabine": "541448820000000099"}
+# the school's roof: the operation is green; the cabin's meter sees the whole street (and is no member)
+POWER = {"alice": (600.0, 0.0), "school": (0.0, 4200.0), "cabine": (9000.0, 0.0)}
+# the street's low-voltage cabin: an observer meter of op1 (a Flukso on a gateway, docs/fleet.md)
+OBSERVER = '''[[operations.members]]
+id = "cabine"
+role = "observer"
+meter = "541448820000000099"
+max_power_w = 400000
+
+'''
+COMMUNITY = COMMUNITY_TOML.replace('[[operations]]\nid = "op2"', OBSERVER + '[[operations]]\nid = "op2"')
 BXL = ZoneInfo("Europe/Brussels")
 ART = Path(__file__).resolve().parents[1] / "artifacts"
 LATENCIES: list[tuple[str, str, float]] = []  # (what, node, seconds from the API's answer to the node's signal)
@@ -74,7 +87,8 @@ def until(pred, what: str, timeout: float = 10.0):
 class Node:
     """The daemon side (store, live socket, uplink) and the web service of one member's Pi."""
 
-    def __init__(self, name: str, tmp: Path, broker: SecureMosquitto, password: str, ha: Mosquitto | None) -> None:
+    def __init__(self, name: str, tmp: Path, broker: SecureMosquitto, password: str, ha: Mosquitto | None,
+                 web: bool = True) -> None:
         self.name = name
         self.p = pseudonym(EAN[name], SECRET)
         self.settings = UplinkSettings(host=broker.host, port=broker.port, community="moulin", operation="op1",
@@ -87,6 +101,9 @@ class Node:
         self.stop_daemon: threading.Event | None = None
         self.thread: threading.Thread | None = None
         self.start_daemon()
+        self.http = None
+        if not web:  # the cabin's gateway: no page
+            return
         cfg = {"store": {"path": str(tmp / f"{name}.sqlite")}, "daemon": {"runtime_dir": str(self.run_dir)},
                "uplink": {"enabled": True, "host": broker.host, "port": broker.port, "community": "moulin",
                           "operation": "op1", "pseudonym": self.p},
@@ -115,9 +132,10 @@ class Node:
         return self.http.get("/api/v1/signal").json()
 
     def close(self) -> None:
-        self.http.close()
-        self.server.should_exit = True
-        self.web_thread.join(10)
+        if self.http is not None:
+            self.http.close()
+            self.server.should_exit = True
+            self.web_thread.join(10)
         if self.thread is not None and self.thread.is_alive():
             self.halt_daemon()
         self.pub.stop()
@@ -181,7 +199,8 @@ def rig(tmp_path_factory):
     ha_broker = Mosquitto(tmp / "ha")
     ha_broker.start()
     ledger = Ledger(tmp / "community.sqlite")
-    srv = CommunityServer(roster(tmp, ["op1"]), ledger,
+    (tmp / "community.toml").write_text(COMMUNITY)
+    srv = CommunityServer(Roster.build(load_community(tmp / "community.toml"), SECRET, ["op1"]), ledger,
                           BrokerLink(broker.host, broker.port, "server", passwords["server"], str(bdir.ca_cert),
                                      client_id="server"), totals_interval_s=0.3)
     srv.start()
@@ -189,6 +208,7 @@ def rig(tmp_path_factory):
     op_url, op_server, op_thread = serve(operator_app(srv.roster, ledger, [TOKEN], server=srv))
     nodes = {n: Node(n, tmp, broker, passwords[pseudonym(EAN[n], SECRET)], ha_broker if n == "alice" else None)
              for n in ("alice", "school")}
+    cabin = Node("cabine", tmp, broker, passwords[pseudonym(EAN["cabine"], SECRET)], None, web=False)
     ha = HomeAssistant(ha_broker)
     factory = MockFactory(pin_class=MockPWMPin)
     previous = Device.pin_factory
@@ -199,7 +219,7 @@ def rig(tmp_path_factory):
     light_thread = threading.Thread(target=loop.run, args=(stop_light,), daemon=True)
     light_thread.start()
     api = httpx.Client(base_url=op_url, timeout=10, headers={"Authorization": f"Bearer {TOKEN}"})
-    box = {"srv": srv, "ledger": ledger, "nodes": nodes, "api": api, "op_url": op_url, "ha": ha, "factory": factory,
+    box = {"srv": srv, "ledger": ledger, "nodes": nodes, "cabin": cabin, "api": api, "op_url": op_url, "ha": ha, "factory": factory,
            "broker": broker, "passwords": passwords, "bdir": bdir, "tmp": tmp}
     try:
         for n in nodes.values():  # the operation's surplus reaches both nodes: green before any alert
@@ -215,6 +235,7 @@ def rig(tmp_path_factory):
         ha.close()
         for n in nodes.values():
             n.close()
+        cabin.close()
         op_server.should_exit = True
         op_thread.join(10)
         srv.stop()
@@ -243,12 +264,13 @@ def test_effect_equals_a_hand_computed_baseline(rig) -> None:
     def week(k: int) -> datetime:  # the same weekday and local time k weeks before
         return (day - timedelta(days=7 * k)).astimezone(UTC)
 
-    # (alice, bob, school) imports in each of the window's two quarter-hours
-    data = {0: (200, 100, 0), 1: (400, 200, 0), 2: (300, 200, 0), 3: (100, 100, 0), 4: (350, 150, 0)}
+    # (alice, bob, school, cabin) imports in each of the window's two quarter-hours
+    data = {0: (200, 100, 0, 1000), 1: (400, 200, 0, 1500), 2: (300, 200, 0, 1300), 3: (100, 100, 0, 900),
+            4: (350, 150, 0, 1200)}
     rows = []
     for k, wh in data.items():
         for i in range(2):
-            for member, imp in zip(("alice", "bob", "school"), wh, strict=True):
+            for member, imp in zip(("alice", "bob", "school", "cabine"), wh, strict=True):
                 if k == 4 and i == 1 and member == "bob":
                     continue  # week 4 misses one figure: not a baseline week
                 rows.append(Incoming("op1", member, week(k) + timedelta(minutes=15 * i), imp, 0, "measured", 0.0))
@@ -262,13 +284,59 @@ def test_effect_equals_a_hand_computed_baseline(rig) -> None:
     # 4 misses a figure): (2 x 600 + 2 x 500) / 2 = 1.1 kWh; change (0.6 - 1.1) / 1.1 = -45.5 %
     assert (eff["members_kwh"], eff["members_baseline_kwh"], eff["members_change_pct"]) == (0.6, 1.1, -45.5)
     assert eff["baseline_weeks"]["members"] == 2
-    assert (eff["observer_kwh"], eff["observer_baseline_kwh"], eff["observer_change_pct"]) == (None, None, None)
+    # the cabin: 2 x 1000 = 2.0 kWh against weeks 1, 2 and 4 (its week 4 is complete): (3.0 + 2.6 + 2.4) / 3
+    # = 2.667 kWh; change (2.0 - 8/3) / (8/3) = -25.0 %
+    assert (eff["observer_kwh"], eff["observer_baseline_kwh"], eff["observer_change_pct"]) == (2.0, 2.667, -25.0)
+    assert eff["baseline_weeks"]["observer"] == 3
     assert got[alert.id]["status"] == "expired"
     # the members' pages show the last alert's collective result
     srv.publish_alerts("op1")
     for n in rig["nodes"].values():
         until(lambda n=n: (n.http.get("/api/v1/live").json().get("last_alert") or {}).get("members_change_pct") == -45.5,
               f"{n.name}: the last alert's result")
+
+
+# -- observer meters ------------------------------------------------------------------------------------
+
+
+def test_an_observer_meter_reports_but_never_enters_an_allocation(rig) -> None:
+    srv, ledger, api, nodes, cabin = rig["srv"], rig["ledger"], rig["api"], rig["nodes"], rig["cabin"]
+    start = (datetime.now(UTC) - timedelta(hours=3)).replace(minute=0, second=0, microsecond=0)
+    figures = {"alice": (300, 0), "bob": (200, 0), "school": (0, 900), "cabine": (2500, 0)}
+    bob = pseudonym(EAN["bob"], SECRET)
+    bob_client = Client(rig["broker"].host, rig["broker"].port, rig["bdir"].ca_cert, bob, rig["passwords"][bob], client_id=bob)
+    try:
+        assert bob_client.wait_connected() == 0
+        for name, (imp, exp) in figures.items():
+            from gateway.wire import QuarterHourMsg, meter_topic
+
+            p = pseudonym(EAN[name], SECRET)
+            payload = QuarterHourMsg(meter=p, operation="op1", start=start, import_wh=imp, export_wh=exp).to_bytes()
+            if name == "bob":
+                bob_client.publish(meter_topic("moulin", "op1", p, "qh"), payload)
+            else:
+                up = cabin.sink.uplink if name == "cabine" else nodes[name].sink.uplink
+                up.publish_quarter_hours([payload], 10)
+        until(lambda: ledger.is_allocated("op1", start), "the quarter-hour allocated", 10)
+        until(lambda: ledger.member_quarter_hours("op1", "cabine", start, start + timedelta(minutes=15)),
+              "the cabin's quarter-hour in the ledger", 10)
+    finally:
+        bob_client.close()
+    # allocated without waiting for the cabin and without it: fixed-equal splits the school's 900 Wh
+    # among the three members, capped by demand (alice 300, bob 200 -> 300 + 200 shared)
+    month = start.astimezone(BXL).strftime("%Y-%m")
+    alloc = api.get(f"/api/v1/operations/op1/allocation?month={month}").json()["members"]
+    assert "cabine" not in alloc and alloc["alice"]["received_wh"] >= 300
+    # the operation's live totals leave it out (its 9 kW would make the street red)
+    totals = srv.last_totals["op1"]
+    assert (totals.members_total, totals.consumption_w, totals.pool_w) == (3, 600.0, 4200.0)
+    members = {m["id"]: m for m in api.get("/api/v1/operations/op1/members").json()}
+    assert members["cabine"]["role"] == "observer" and members["cabine"]["status"] == "online"
+    day = start.astimezone(BXL).date().isoformat()
+    obs = until(lambda: (o := api.get(f"/api/v1/operations/op1/observers?day={day}").json()) and o[0]["live"] and o,
+                "the cabin's live power")
+    assert obs[0]["id"] == "cabine" and obs[0]["live"]["import_w"] == 9000.0
+    assert [(q["import_wh"]) for q in obs[0]["quarter_hours"] if q["start"] == start.astimezone(BXL).isoformat()] == [2500]
 
 
 # -- the operator's API refuses what it must -----------------------------------------------------------
@@ -487,6 +555,10 @@ def test_the_operator_page_raises_lists_and_ends_alerts_in_three_languages(rig) 
                             what=f"{lang}: the raised alert listed as active")
             # the seeded alert's effect is on the list (members' figures against the baseline)
             assert "-45.5 %" in browser.js("document.getElementById('alert-list').textContent")
+            # the cabin's meter: its live power on the operator's page, apart from the members
+            browser.wait_js("document.querySelector('tr[data-observer=cabine] .power') && "
+                            "document.querySelector('tr[data-observer=cabine] .power').textContent === '9000'",
+                            timeout=15, what="the observer's live power")
             browser.screenshot(ART / f"operator-alerts-{lang}.png")
             browser.js("document.getElementById('a-end').click(); true")
             for name, n in nodes.items():

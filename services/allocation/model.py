@@ -20,7 +20,7 @@ One file describes one community (and the coordinator it belongs to) with its sh
 
     [[operations.members]]
     id = "m01"
-    role = "consumer"                # consumer | producer | both
+    role = "consumer"                # consumer | producer | both | observer
     meter = "541448820000000017"     # EAN of the access point
     share = 0.05                     # agreed share for the specific key (fraction of the pool)
     max_power_w = 43648              # optional: the connection's maximum power (W); default 3 x 400 V x 63 A
@@ -43,7 +43,9 @@ from .errors import AllocationInputError
 from .presets import resolve_rounds
 from .settings import SHARE_TOLERANCE, Settings
 
-Role = Literal["consumer", "producer", "both"]
+# an observer is a meter watched without being a member (« compteur d'observation », the cabin or feeder
+# meter): provisioned and reporting like a member, never in an allocation
+Role = Literal["consumer", "producer", "both", "observer"]
 _ID = r"^[^\s,;\"]+$"  # ids become CSV column names and JSON keys: no blanks, separators or quotes
 
 
@@ -65,11 +67,15 @@ class Member(_Strict):
 
     @property
     def receives(self) -> bool:
-        return self.role != "producer"
+        return self.role in ("consumer", "both")
 
     @property
     def produces(self) -> bool:
-        return self.role != "consumer"
+        return self.role in ("producer", "both")
+
+    @property
+    def observer(self) -> bool:
+        return self.role == "observer"
 
 
 class Operation(_Strict):
@@ -137,7 +143,7 @@ def check_operation(op: Operation) -> None:
                 raise AllocationInputError(f"members[{i}].meter", f"meter {m.meter} is already members[{meters[m.meter]}]'s")
             meters[m.meter] = i
         if not m.receives and m.share is not None:
-            raise AllocationInputError(f"members[{i}].share", "a producer-only member receives nothing: remove its share")
+            raise AllocationInputError(f"members[{i}].share", f"a {m.role} receives nothing: remove its share")
         if "specific" in rounds and m.receives and m.share is None:
             raise AllocationInputError(f"members[{i}].share", "missing (the specific key needs a share for every consumer)")
     total = math.fsum(m.share or 0.0 for m in op.members)

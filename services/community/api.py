@@ -130,6 +130,7 @@ def create_app(roster: Roster, ledger: Ledger, tokens: list[str], server: Any = 
                 "status_since": _local_iso(p[1], o.timezone) if p else None,
                 "last_quarter_hour": _local_iso(p[2], o.timezone) if p else None,
                 "last_live": lv[0].time.isoformat() if lv else None,
+                "live_import_w": lv[0].import_w if lv else None, "live_export_w": lv[0].export_w if lv else None,
                 "refused": refused.get(m.id, 0),
             })
         return out
@@ -182,6 +183,26 @@ def create_app(roster: Roster, ledger: Ledger, tokens: list[str], server: Any = 
         for r in letters:
             r["received_at"] = _local_iso(r["received_at"], o.timezone)  # type: ignore[arg-type]
         return {"counts": counts, "total": sum(r["count"] for r in counts), "recent": letters}  # type: ignore[misc]
+
+    @app.get("/api/v1/operations/{op}/observers", dependencies=[Depends(auth)])
+    def observers(op: str, day: date = Query(..., description="local day, YYYY-MM-DD")) -> list[dict[str, Any]]:
+        """The operation's observer meters (the cabin, a feeder): live power and the day's quarter-hours."""
+        o = op_or_404(op)
+        try:
+            check_day(day, "day")
+        except DateInputError as exc:
+            raise HTTPException(422, str(exc)) from None
+        start, end = _local_day(day, o.timezone)
+        live = server.live.get(op, {}) if server is not None else {}
+        out = []
+        for seat in (s for s in roster.members_of(op) if s.observer):
+            lv = live.get(seat.member)
+            qhs = ledger.member_quarter_hours(op, seat.member, start, end)
+            out.append({"id": seat.member, "live": None if lv is None else {
+                "time": lv[0].time.isoformat(), "import_w": lv[0].import_w, "export_w": lv[0].export_w},
+                "quarter_hours": [{"start": q.astimezone(ZoneInfo(o.timezone)).isoformat(), "import_wh": i, "export_wh": e}
+                                  for q, i, e in qhs]})
+        return out
 
     # -- collective alerts (services/community/alerts.py) ------------------------------------------
 
@@ -289,9 +310,9 @@ async function load() {
   const month = $('month').value, day = $('day').value;
   let html = '';
   for (const op of ops) {
-    const [mem, alloc, comp, ref] = await Promise.all([get(`/api/v1/operations/${op.id}/members`),
+    const [mem, alloc, comp, ref, obs] = await Promise.all([get(`/api/v1/operations/${op.id}/members`),
       get(`/api/v1/operations/${op.id}/allocation?month=${month}`), get(`/api/v1/operations/${op.id}/completeness?day=${day}`),
-      get(`/api/v1/operations/${op.id}/refused?limit=20`)]);
+      get(`/api/v1/operations/${op.id}/refused?limit=20`), get(`/api/v1/operations/${op.id}/observers?day=${day}`)]);
     const online = mem.filter(m => m.status === 'online').length;
     const live = op.live ? `live: pool ${op.live.pool_w} W, consumption ${op.live.consumption_w} W, signal <b>${esc(op.live.signal)}</b>,
       ${op.live.members_reporting}/${op.live.members_total} reporting` : 'no live data';
@@ -305,9 +326,16 @@ async function load() {
         <td>${esc(m.last_quarter_hour)}</td><td class=n>${c ? c.received + '/' + comp.expected : ''}</td>
         <td class="n received">${a.received_wh ?? ''} ${a.received_wh == null ? '' : a.source === 'grid' ? '(grid operator)' : '(provisional)'}</td>
         <td class=n>${a.injection_shared_wh ?? ''}</td><td class=n>${a.provisional_received_wh ?? ''}</td><td class=n>${a.difference_wh ?? ''}</td>
-        <td class="n refused">${m.refused || ''}</td></tr>`; }).join('') + '</table>' + refusedList(ref);
+        <td class="n refused">${m.refused || ''}</td></tr>`; }).join('') + '</table>' + observerList(obs, day) + refusedList(ref);
   }
   $('ops').innerHTML = html;
+}
+// observer meters (the cabin, a feeder): watched, never allocated; live power and the day's quarter-hours
+function observerList(obs, day) {
+  if (!obs.length) return '';
+  return `<h3>${tx('observers')}</h3><table class=observers><tr><th>meter</th><th>${tx('power')} (W)</th><th>quarter-hours ${esc(day)} (Wh)</th></tr>` +
+    obs.map(o => `<tr data-observer="${esc(o.id)}"><td>${esc(o.id)}</td><td class="n power">${o.live ? Math.round(o.live.import_w - o.live.export_w) : '–'}</td>
+      <td class=qhs>${o.quarter_hours.map(q => `<span title="${esc(q.start)}">${esc(q.start.slice(11, 16))} ${q.import_wh}</span>`).join(' · ')}</td></tr>`).join('') + '</table>';
 }
 // figures the server refused to store (implausible, out of time, malformed): who, why, how often
 function refusedList(ref) {

@@ -407,3 +407,11 @@ class Ledger:
             c.executemany("UPDATE grid_binding_push SET pushed=1 WHERE operation=? AND member=? AND start=? AND revision=?",
                           keys)
             c.execute("COMMIT")
+
+    def member_quarter_hours(self, operation: str, member: str, start: datetime, end: datetime) -> list[tuple[datetime, int, int]]:
+        """One member's (or observer's) quarter-hours in [start, end): (start, import Wh, export Wh)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT start, import_wh, export_wh FROM member_qh WHERE operation=? AND member=? AND start>=? AND start<? "
+                "ORDER BY start", (operation, member, _ts(start), _ts(end))).fetchall()
+        return [(_dt(s), int(i), int(e)) for s, i, e in rows]

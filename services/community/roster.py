@@ -49,6 +49,7 @@ class Seat:
     receives: bool
     produces: bool
     max_power_w: float = DEFAULT_MAX_POWER_W  # the community file's value, else a residential default
+    observer: bool = False  # a watched meter (the cabin), not a member: reports, never allocated
 
 
 @dataclass(frozen=True)
@@ -72,11 +73,17 @@ class Roster:
                 if m.meter is None:
                     continue  # a member without a meter cannot report: it is never waited for
                 p = pseudonym(m.meter, secret)
-                seats[p] = Seat(op.id, m.id, p, m.receives, m.produces, m.max_power_w or default_max_power_w)
+                seats[p] = Seat(op.id, m.id, p, m.receives, m.produces, m.max_power_w or default_max_power_w,
+                                m.role == "observer")
         return cls(community.id, ops, seats)
 
     def members_of(self, operation: str) -> list[Seat]:
+        """Every metered seat of the operation, observers included (they report like members)."""
         return [s for s in self.seats.values() if s.operation == operation]
+
+    def allocated_of(self, operation: str) -> list[Seat]:
+        """The seats that take part in the allocation: members, never observers."""
+        return [s for s in self.members_of(operation) if not s.observer]
 
 
 @dataclass(frozen=True, slots=True)

@@ -142,7 +142,9 @@ class CommunityServer:
         self.stats = ServerStats()
         self.live: dict[str, dict[str, tuple[LiveMsg, float]]] = {op: {} for op in roster.operations}
         self.trackers = {op: SignalTracker() for op in roster.operations}
-        self.seats_by_op = {op: roster.members_of(op) for op in roster.operations}
+        self.seats_by_op = {op: roster.members_of(op) for op in roster.operations}  # observers included
+        self.allocated_by_op = {op: roster.allocated_of(op) for op in roster.operations}  # members only
+        self._member_ids = {op: {s.member for s in seats} for op, seats in self.allocated_by_op.items()}
         self.last_totals: dict[str, Any] = {}
         self.alerts = AlertBook(ledger.path)  # collective alerts, in the ledger's file
         self._alerts_published: dict[str, tuple[str, ...]] = {}  # operation -> ids in its retained message
@@ -324,12 +326,13 @@ class CommunityServer:
             return
         changed = self.ledger.add_quarter_hours(rows)
         self.stats.duplicates += len(rows) - len(changed)
-        touched = sorted({(r.operation, r.start) for r in changed})
+        # an observer's figure (the cabin meter) never changes an allocation: only members' rows count
+        touched = sorted({(r.operation, r.start) for r in changed if r.member in self._member_ids[r.operation]})
         for op, start in touched:
             try:
                 figures = self.ledger.figures(op, start)
                 already = self.ledger.is_allocated(op, start)  # late or corrected data: re-run
-                if len(figures) >= len(self.seats_by_op[op]) or already:
+                if sum(m in self._member_ids[op] for m in figures) >= len(self.allocated_by_op[op]) or already:
                     self.allocate(op, start, figures, rerun=already, last_in=last_in.get((op, start)))
             except Exception as exc:  # stays pending: the ticker tries again at the deadline
                 self._allocation_failed(op, start, exc)
@@ -400,8 +403,9 @@ class CommunityServer:
     def allocate(self, op: str, start: datetime, figures: dict | None = None, *, rerun: bool = False,
                  last_in: float | None = None) -> QuarterHourResult:
         """Allocate one quarter-hour (estimating absent members), store and publish it."""
-        seats = self.seats_by_op[op]
+        seats = self.allocated_by_op[op]
         have = figures if figures is not None else self.ledger.figures(op, start)
+        have = {m: f for m, f in have.items() if m in self._member_ids[op]}
         missing = [s.member for s in seats if s.member not in have]
         last = self.ledger.last_known(op, start, missing) if missing else {}
         full = fill_missing(seats, have, last)
@@ -529,7 +533,7 @@ class CommunityServer:
 
     def publish_totals(self, now_s: float) -> None:
         now = datetime.fromtimestamp(now_s, timezone.utc)
-        for op, seats in self.seats_by_op.items():
+        for op, seats in self.allocated_by_op.items():  # an observer is not in the operation's totals
             try:  # one operation's failure leaves the others' totals and signal going
                 msg = operation_totals(op, seats, self.live[op], now, now_s, self.live_stale_s, self.trackers[op])
                 self.last_totals[op] = msg
@@ -565,8 +569,8 @@ class CommunityServer:
         tz = ZoneInfo(self.roster.operations[op].timezone)
         lo = alert_rules.shifted(alert_rules.floor_quarter(rec.start), alert_rules.BASELINE_WEEKS, tz)
         rows = self.alerts.imports(op, lo, rec.effective_until)
-        members = [s.member for s in self.seats_by_op[op] if not getattr(s, "observer", False)]
-        observers = [s.member for s in self.seats_by_op[op] if getattr(s, "observer", False)]
+        members = [s.member for s in self.allocated_by_op[op]]
+        observers = [s.member for s in self.seats_by_op[op] if s.observer]
         observer = alert_rules.members_series(rows, observers[:1]) if observers else None
         return alert_rules.effect(rec, alert_rules.members_series(rows, members), observer, tz, records)
 
