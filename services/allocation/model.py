@@ -143,7 +143,8 @@ def check_operation(op: Operation) -> None:
                 raise AllocationInputError(f"members[{i}].meter", f"meter {m.meter} is already members[{meters[m.meter]}]'s")
             meters[m.meter] = i
         if not m.receives and m.share is not None:
-            raise AllocationInputError(f"members[{i}].share", f"a {m.role} receives nothing: remove its share")
+            who = "a producer-only member" if m.role == "producer" else "an observer meter"
+            raise AllocationInputError(f"members[{i}].share", f"{who} receives nothing: remove its share")
         if "specific" in rounds and m.receives and m.share is None:
             raise AllocationInputError(f"members[{i}].share", "missing (the specific key needs a share for every consumer)")
     total = math.fsum(m.share or 0.0 for m in op.members)
