@@ -14,6 +14,7 @@ alert starts on time; an expired one is never shown; the effect equals a hand-co
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 import threading
 import time
@@ -54,7 +55,7 @@ meter = "541448820000000099"
 max_power_w = 400000
 
 '''
-COMMUNITY = COMMUNITY_TOML.replace('[[operations]]\nid = "op2"', OBSERVER + '[[operations]]\nid = "op2"')
+COMMUNITY = COMMUNITY_TOML.replace('id = "bob"\n', 'id = "bob"\nlanguage = "nl"\n').replace('[[operations]]\nid = "op2"', OBSERVER + '[[operations]]\nid = "op2"')
 BXL = ZoneInfo("Europe/Brussels")
 ART = Path(__file__).resolve().parents[1] / "artifacts"
 LATENCIES: list[tuple[str, str, float]] = []  # (what, node, seconds from the API's answer to the node's signal)
@@ -568,3 +569,56 @@ def test_the_operator_page_raises_lists_and_ends_alerts_in_three_languages(rig) 
                             what=f"{lang}: the alert listed as ended")
     finally:
         browser.close()
+
+
+# -- sheets for members without a Pi -----------------------------------------------------------------------
+
+
+def test_sheets_for_members_without_a_pi_hold_their_figures(rig) -> None:
+    """Bob has no node: his sheet comes from the server's figures, in his language (Dutch), as a PDF."""
+    import shutil
+    import subprocess
+    import sys
+
+    from services.community.roster import QuarterHourResult
+
+    ledger, tmp = rig["ledger"], rig["tmp"]
+    rows, start = [], datetime(2026, 9, 10, 8, 0, tzinfo=UTC)
+    for i in range(40):  # 40 quarter-hours: Bob imports 300 Wh in each (12 kWh) and is allocated 450 Wh
+        q = start + timedelta(minutes=15 * i)
+        rows.append(Incoming("op1", "bob", q, 300, 0, "measured", q.timestamp()))
+        ledger.save_allocation(QuarterHourResult(
+            operation="op1", start=q, received_wh={"bob": 450}, injection_shared_wh={"school": 450},
+            consumption_wh={"bob": 300}, injection_wh={"school": 600}, estimated=(), pool_wh=600, shared_wh=450,
+            total_consumption_wh=300))
+    ledger.add_quarter_hours(rows)
+    (tmp / "server.toml").write_text(f'secrets_file = "server-secrets.toml"\n[server]\ncommunity_file = "community.toml"\n'
+                                     f'database = "{ledger.path}"\n')
+    secrets = tmp / "server-secrets.toml"
+    secrets.write_text(f'[server]\npseudonym_secret = "{SECRET}"\n')
+    secrets.chmod(0o600)
+    out = tmp / "sheets"
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "community", "sheets", "--config", str(tmp / "server.toml"),
+                           "--operation", "op1", "--month", "2026-09", "--out", str(out)],
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(x) for x in done.stdout.splitlines()]
+    assert [x["member"] for x in lines[:-1]] == ["alice", "bob", "school"]  # the cabin is no member
+    assert {x["member"]: x["language"] for x in lines[:-1]}["bob"] == "nl"
+
+    def text(path: Path) -> str:
+        got = subprocess.run([shutil.which("pdftotext") or "pdftotext", "-layout", str(path), "-"], capture_output=True,
+                             text=True, check=True).stdout
+        return " ".join(got.replace("\xa0", " ").replace("\u202f", " ").split())
+
+    bob = text(out / "bob.pdf")
+    assert "Uw energie in september" in bob and "bob" in bob
+    assert "12 kWh" in bob and "18 kWh" in bob  # his import and the (oversized) allocation
+    assert "(100%)" in bob and "150" not in bob  # never a percentage above 100 %
+    assert "voorlopig" in bob
+    alice = text(out / "alice.pdf")
+    assert "Pas de chiffres pour ce mois" in alice  # no data that month: the sheet says so
+    combined = text(out / "op1-2026-09.pdf")
+    assert "12 kWh" in combined and "Pas de chiffres" in combined
+    pages = subprocess.run([shutil.which("pdfinfo") or "pdfinfo", str(out / "op1-2026-09.pdf")], capture_output=True, text=True).stdout
+    assert re.search(r"Pages:\s+3", pages), pages

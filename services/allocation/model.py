@@ -64,6 +64,8 @@ class Member(_Strict):
     # the connection's maximum power (W): the community server refuses a quarter-hour above it x 15 min
     # or a live power above it; unset, a large residential connection (services/community/admission.py)
     max_power_w: float | None = Field(None, gt=0, le=100_000_000, description="connection's maximum power (W)")
+    # the member's language for what the community prints (``quartier community sheets``); None: the default
+    language: Literal["fr", "nl", "en"] | None = None
 
     @property
     def receives(self) -> bool:
