@@ -15,7 +15,9 @@ client of a Unix domain socket in its runtime dir (``live.sock``):
   operation's live totals and signal each time the community server sends them (the latest is also
   sent first to a new subscriber), and ``{"type": "allocation", "operation", "start", "received_wh",
   "injection_shared_wh"}`` once the server's share of a quarter-hour is committed to the store. They
-  come back on the gateway's one connection to the community broker.
+  come back on the gateway's one connection to the community broker; and ``{"type": "alerts",
+  "received", "alerts": [{"id", "kind", "message", "start", "until"}], "last_result"}`` with the
+  operation's collective alerts (active and scheduled; the latest is also sent first to a new subscriber).
 
 Metering never waits for a subscriber: the reader thread only encodes the line and appends it to a
 queue; one publisher thread writes to non-blocking sockets and keeps at most ``max_backlog_bytes`` per
@@ -322,6 +324,17 @@ def allocation_message(alloc) -> dict:
     :class:`gateway.wire.AllocationMsg`), committed to the store before it is sent."""
     return {"type": "allocation", "operation": alloc.operation, "start": utc_iso(alloc.start),
             "received_wh": alloc.received_wh, "injection_shared_wh": alloc.injection_shared_wh}
+
+
+ALERTS_KEY = "alerts"  # the latest collective alerts, kept for late subscribers
+
+
+def alerts_message(alerts, received: float | None = None) -> dict:
+    """``alerts``: the operation's collective alerts as the community server sent them (a
+    :class:`gateway.wire.AlertsMsg`); the web service decides which one is active on its clock."""
+    body = alerts.model_dump(mode="json")
+    return {"type": "alerts", "received": round(time.time() if received is None else received, 3),
+            "operation": body["operation"], "alerts": body["alerts"], "last_result": body.get("last_result")}
 
 
 @dataclass

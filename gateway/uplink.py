@@ -39,6 +39,7 @@ from gateway.model import QuarterHour
 from gateway.sinks import OutboxSink, SinkUnavailable
 from gateway.wire import connect_async
 from gateway.wire import (
+    AlertsMsg,
     AllocationMsg,
     LiveMsg,
     QuarterHourMsg,
@@ -115,11 +116,13 @@ class Uplink:
         *,
         on_totals: Callable[[TotalsMsg], None] | None = None,
         on_allocation: Callable[[AllocationMsg], None] | None = None,
+        on_alerts: Callable[[AlertsMsg], None] | None = None,
     ) -> None:
         import paho.mqtt.client as mqtt
 
         self.settings = settings
         self.on_totals = on_totals
+        self.on_alerts = on_alerts
         self.on_allocation = on_allocation
         self.on_resend: Callable[[ResendMsg], None] | None = None  # set by UplinkSink: it owns the outbox
         self.bad_messages = 0  # malformed payloads on our topics, dropped (each logged with its topic)
@@ -130,6 +133,7 @@ class Uplink:
         s = settings
         self.status_topic = meter_topic(s.community, s.operation, s.pseudonym, "status")
         self.totals_topic = operation_topic(s.community, s.operation)
+        self.alert_topic = operation_topic(s.community, s.operation, "alert")
         self.alloc_topic = meter_topic(s.community, s.operation, s.pseudonym, "alloc")
         self.resend_topic = meter_topic(s.community, s.operation, s.pseudonym, "resend")
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=s.client_id or f"gw-{s.pseudonym}",
@@ -205,6 +209,8 @@ class Uplink:
             topics = []
             if self.on_totals is not None:
                 topics.append((self.totals_topic, 0))
+            if self.on_alerts is not None:  # QoS 1 + retained: an alert raised while we were away arrives now
+                topics.append((self.alert_topic, 1))
             if self.on_allocation is not None:
                 topics.append((self.alloc_topic, 1))
             if self.on_resend is not None:
@@ -232,6 +238,12 @@ class Uplink:
         try:
             if msg.topic == self.totals_topic and self.on_totals is not None:
                 self.on_totals(decode(TotalsMsg, msg.payload))  # type: ignore[arg-type]
+            elif msg.topic == self.alert_topic and self.on_alerts is not None:
+                alerts = decode(AlertsMsg, msg.payload)
+                if alerts.operation != self.settings.operation:  # type: ignore[attr-defined]
+                    raise WireError(f"AlertsMsg: operation {alerts.operation!r} on the alert topic of "  # type: ignore[attr-defined]
+                                    f"{self.settings.operation!r}")
+                self.on_alerts(alerts)  # type: ignore[arg-type]
             elif msg.topic == self.resend_topic and self.on_resend is not None:
                 self.on_resend(decode(ResendMsg, msg.payload))  # type: ignore[arg-type]
             elif msg.topic == self.alloc_topic:
@@ -481,10 +493,15 @@ def node_uplink(store: Store, settings: UplinkSettings, *, live: Any = None,
                 live_source: Callable[[], LiveMsg | None] | None = None, **sink_options: Any) -> UplinkSink:
     """The node's one connection to its community, as the daemon runs it: quarter-hours and the live
     summary out; the operation's totals and this member's allocations (committed to the store first)
-    back, relayed to the web service through ``live`` (a :class:`gateway.live.LivePublisher`)."""
-    on_totals = on_allocation = None
+    back, relayed to the web service through ``live`` (a :class:`gateway.live.LivePublisher`), and the
+    operation's collective alerts (kept as the latest state: a web service that connects later gets them)."""
+    on_totals = on_allocation = on_alerts = None
     if live is not None:
-        from gateway.live import OPERATION_KEY, allocation_message, operation_message
+        from gateway.live import ALERTS_KEY, OPERATION_KEY, alerts_message, allocation_message, operation_message
+
+        def on_alerts(m: AlertsMsg) -> None:
+            log.info("uplink.alerts", extra={"alerts": len(m.alerts), "ids": ",".join(a.id for a in m.alerts)})
+            live.publish(alerts_message(m), latest_for=ALERTS_KEY)
 
         def on_totals(m: TotalsMsg) -> None:
             live.publish(operation_message(m), latest_for=OPERATION_KEY)
@@ -492,5 +509,5 @@ def node_uplink(store: Store, settings: UplinkSettings, *, live: Any = None,
         def on_allocation(m: AllocationMsg) -> None:
             live.publish(allocation_message(m))
 
-    uplink = Uplink(settings, on_totals=on_totals, on_allocation=on_allocation)
+    uplink = Uplink(settings, on_totals=on_totals, on_allocation=on_allocation, on_alerts=on_alerts)
     return UplinkSink(store, uplink, live_source=live_source, **sink_options)

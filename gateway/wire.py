@@ -16,6 +16,7 @@ Topic tree (``<c>`` community id, ``<op>`` operation id, ``<m>`` pseudonymous me
     quartier/<c>/op/<op>/meter/<m>/status  node -> server  "online" / "offline" (retained, last will)
     quartier/<c>/op/<op>/meter/<m>/alloc   server -> node  this member's provisional allocation, QoS 1
     quartier/<c>/op/<op>/totals            server -> nodes the operation's live totals + signal (retained)
+    quartier/<c>/op/<op>/alert             server -> nodes the operation's collective alerts (retained, QoS 1)
 
 The operation is in the topic so that one community-server process can subscribe to just the
 operations it serves (sharding, docs/fleet.md) and the broker's ACL can pin each gateway to its one
@@ -68,7 +69,7 @@ def meter_topic(community: str, operation: str, meter: str,
     return (f"{operation_topic(community, operation, 'meter')}/{check_segment(meter, 'meter')}/{kind}")
 
 
-def operation_topic(community: str, operation: str, kind: Literal["totals", "meter"] = "totals") -> str:
+def operation_topic(community: str, operation: str, kind: Literal["totals", "meter", "alert"] = "totals") -> str:
     return f"quartier/{check_segment(community, 'community')}/op/{check_segment(operation, 'operation')}/{kind}"
 
 
@@ -98,9 +99,8 @@ def parse_meter_topic(topic: str) -> tuple[str, str, str, str]:
 # -- payloads ------------------------------------------------------------------------------------
 
 
-class _Msg(BaseModel):
+class _Aware(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
-    v: Literal[1] = WIRE_VERSION
 
     @field_validator("*", mode="after")
     @classmethod
@@ -110,6 +110,10 @@ class _Msg(BaseModel):
                 raise ValueError("times must carry a zone (UTC)")
             return value.astimezone(timezone.utc)
         return value
+
+
+class _Msg(_Aware):
+    v: Literal[1] = WIRE_VERSION
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()
@@ -187,6 +191,53 @@ class ResendMsg(_Msg):
     operation: str
     since: datetime
     until: datetime | None = None  # None: up to now
+
+
+ALERT_MESSAGE_CHARS = 200
+MAX_ALERTS = 20  # in one AlertsMsg: the active ones and the next scheduled ones
+
+
+class AlertNotice(_Aware):
+    """One collective alert (« alerte collective », « collectieve oproep »): ``reduce`` asks every
+    home to cut consumption (the signal turns red), ``consume`` asks them to use the surplus now (a
+    sunny noon, a challenge day: green). Valid in [start, until) on the node's clock; a node shows
+    it only then, so an expired alert is never shown, even from a stale retained message."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    kind: Literal["reduce", "consume"] = "reduce"
+    message: str = Field(default="", max_length=ALERT_MESSAGE_CHARS)
+    start: datetime
+    until: datetime
+
+    @field_validator("until")
+    @classmethod
+    def _after_start(cls, value: datetime, info: Any) -> datetime:
+        start = info.data.get("start")
+        if start is not None and value.tzinfo is not None and value <= start:
+            raise ValueError("until must be after start")
+        return value
+
+
+class AlertResult(_Aware):
+    """The collective result of the last finished alert, for the members' pages: the members'
+    consumption in the window against their baseline (None: not enough data to say)."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    kind: Literal["reduce", "consume"] = "reduce"
+    start: datetime
+    until: datetime
+    members_change_pct: float | None = Field(None, ge=-100, le=10_000)
+
+
+class AlertsMsg(_Msg):
+    """Server -> nodes, retained on the operation's ``alert`` topic: every alert not ended and not
+    expired (active or scheduled), so a node that was offline when one was raised gets it when it
+    connects again. An ended alert is simply absent: the next message replaces the retained one."""
+
+    operation: str
+    time: datetime
+    alerts: list[AlertNotice] = Field(default_factory=list, max_length=MAX_ALERTS)
+    last_result: AlertResult | None = None
 
 
 def decode(model: type[_Msg], payload: bytes) -> _Msg:

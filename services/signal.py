@@ -63,6 +63,10 @@ class Reason(StrEnum):
     STALE_DATA = "stale_data"  # the latest data is too old to trust: surplus uncertain
     NO_DATA = "no_data"  # nothing measured yet
     REDUCE_NOW = "reduce_now"  # a collective alert asks everyone to cut consumption
+    COLLECTIVE_CONSUME = "collective_consume"  # a collective alert asks everyone to consume now
+
+
+_ALERT_REASONS = (Reason.REDUCE_NOW, Reason.COLLECTIVE_CONSUME)
 
 
 class Basis(StrEnum):
@@ -127,11 +131,14 @@ class TriggeredLoad:
 
 @dataclass(frozen=True, slots=True)
 class Alert:
-    """A collective "reduce now" request (a community asking everyone to cut consumption at a peak)."""
+    """A collective request: ``reduce`` now (a community asking everyone to cut consumption at a
+    peak: red) or ``consume`` now (the push the other way, a sunny noon or a challenge day: green)."""
 
     start: datetime
     until: datetime
     message: str = ""
+    kind: str = "reduce"  # "reduce" | "consume"
+    id: str | None = None  # the community server's id; None for a local alert
 
     def active(self, now: datetime) -> bool:
         return self.start <= now < self.until
@@ -178,7 +185,8 @@ class Signal:
             "pending": self.pending.value if self.pending else None,
             "triggered_w": round(self.triggered_w),
             "alert": None if self.alert is None else {
-                "message": self.alert.message, "start": _iso(self.alert.start), "until": _iso(self.alert.until)},
+                "message": self.alert.message, "start": _iso(self.alert.start), "until": _iso(self.alert.until),
+                "kind": self.alert.kind, "id": self.alert.id},
         }
 
 
@@ -255,7 +263,7 @@ def next_signal(previous: Signal | None, inputs: SignalInputs, settings: SignalS
     else:
         balance = projected_balance_w(q, inputs.triggered, now)
         stale = q.age_s > (s.operation_stale_after_s if basis is Basis.OPERATION else s.stale_after_s)
-        prev_state = previous.state if previous is not None and previous.reason is not Reason.REDUCE_NOW else None
+        prev_state = previous.state if previous is not None and previous.reason not in _ALERT_REASONS else None
         target = target_state(prev_state, balance, s)
         if stale:
             # old figures: never green, and say why
@@ -266,12 +274,15 @@ def next_signal(previous: Signal | None, inputs: SignalInputs, settings: SignalS
     headroom = max(0, round(balance)) if balance is not None else 0
 
     if alert is not None:
-        state, reason, held, pending = State.RED, Reason.REDUCE_NOW, False, None
-        since = previous.since if previous is not None and previous.reason is Reason.REDUCE_NOW else now
+        consume = alert.kind == "consume"
+        state = State.GREEN if consume else State.RED
+        reason = Reason.COLLECTIVE_CONSUME if consume else Reason.REDUCE_NOW
+        held, pending = False, None
+        since = previous.since if previous is not None and previous.reason is reason else now
         valid_until = alert.until
-        headroom = 0
+        headroom = headroom if consume else 0
     else:
-        was_alert = previous is not None and previous.reason is Reason.REDUCE_NOW
+        was_alert = previous is not None and previous.reason in _ALERT_REASONS
         if previous is None or was_alert or target is previous.state:
             state, held, pending = target, False, None
             since = now if previous is None or was_alert or target is not previous.state else previous.since
@@ -330,12 +341,13 @@ _DETAIL = {
     Reason.STALE_DATA: "No recent meter data: the surplus is uncertain.",
     Reason.NO_DATA: "No meter data yet.",
     Reason.REDUCE_NOW: "The community asks everyone to reduce consumption now.",
+    Reason.COLLECTIVE_CONSUME: "The community asks everyone to consume now.",
 }
 
 
 def describe(state: State, reason: Reason, headroom_w: int, *, held: bool = False, alert: Alert | None = None) -> str:
     """One English sentence (the page has French, Dutch and English versions of the same)."""
-    if reason is Reason.REDUCE_NOW and alert is not None and alert.message:
+    if reason in _ALERT_REASONS and alert is not None and alert.message:
         return f"{_DETAIL[reason]} {alert.message}"
     text = _DETAIL[reason].format(h=headroom_w)
     if held:

@@ -94,8 +94,8 @@ def test_the_demo_writes_the_aubange_example_prices() -> None:
 def test_honest_savings_on_the_node_page_and_the_sheet_tell_a_member_who_loses_money() -> None:
     from zoneinfo import ZoneInfo
 
-    from services.node.sheet.figures import month_figures
-    from services.node.sheet.render import render_html
+    from services.sheet.figures import month_figures
+    from services.sheet.render import render_html
     from services.node.web.figures import Prices
 
     # Aubange with Engie: 500 kWh x (0.15 - 0.0555) = 47.25 EUR a year, minus 121 EUR of fee
@@ -103,7 +103,7 @@ def test_honest_savings_on_the_node_page_and_the_sheet_tell_a_member_who_loses_m
     assert Prices(0.15, 0.0555).savings(500_000, 365) == 47.25  # without a fee, as before
     tz = ZoneInfo("Europe/Brussels")
     start = datetime(2026, 6, 1, 12, tzinfo=tz)
-    from services.node.sheet.figures import AllocatedQuarter
+    from services.sheet.figures import AllocatedQuarter
 
     f = month_figures(meter_id="m", month="2026-06", tz=tz, import_wh=100_000, export_wh=0, quarter_hours=2880,
                       expected_quarter_hours=2880, estimated=0, days_with_data=30, own_quarter_hours=[],

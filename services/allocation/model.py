@@ -20,7 +20,7 @@ One file describes one community (and the coordinator it belongs to) with its sh
 
     [[operations.members]]
     id = "m01"
-    role = "consumer"                # consumer | producer | both
+    role = "consumer"                # consumer | producer | both | observer
     meter = "541448820000000017"     # EAN of the access point
     share = 0.05                     # agreed share for the specific/mixed key (fraction of the pool)
     # round_shares = [0.7, 0.3]      # optional: a share per round, when shares differ per round
@@ -55,7 +55,9 @@ from .presets import resolve_rounds
 from .settings import SHARE_TOLERANCE, Settings
 from .terms import Advance, Billing, PriceVersion, check_prices
 
-Role = Literal["consumer", "producer", "both"]
+# an observer is a meter watched without being a member (« compteur d'observation », the cabin or feeder
+# meter): provisioned and reporting like a member, never in an allocation
+Role = Literal["consumer", "producer", "both", "observer"]
 _ID = r"^[^\s,;\"]+$"  # ids become CSV column names and JSON keys: no blanks, separators or quotes
 
 
@@ -113,14 +115,20 @@ class Member(_Strict):
         starts_before_other_ends = other.left is None or self.joined is None or self.joined < other.left
         ends_after_other_starts = self.left is None or other.joined is None or other.joined < self.left
         return starts_before_other_ends and ends_after_other_starts
+    # the member's language for what the community prints (``quartier community sheets``); None: the default
+    language: Literal["fr", "nl", "en"] | None = None
 
     @property
     def receives(self) -> bool:
-        return self.role != "producer"
+        return self.role in ("consumer", "both")
 
     @property
     def produces(self) -> bool:
-        return self.role != "consumer"
+        return self.role in ("producer", "both")
+
+    @property
+    def observer(self) -> bool:
+        return self.role == "observer"
 
 
 class Operation(_Strict):
@@ -207,7 +215,8 @@ def check_operation(op: Operation) -> None:
             meters[m.meter] = i
         if not m.receives and (m.share is not None or m.shares or m.round_shares is not None):
             field = "round_shares" if m.share is None and not m.shares else "share"
-            raise AllocationInputError(f"members[{i}].{field}", "a producer-only member receives nothing: remove its share")
+            who = "a producer-only member" if m.role == "producer" else "an observer meter"
+            raise AllocationInputError(f"members[{i}].{field}", f"{who} receives nothing: remove its share")
         if m.round_shares is not None and len(m.round_shares) != len(rounds):
             raise AllocationInputError(f"members[{i}].round_shares", f"{len(m.round_shares)} entries for {len(rounds)} rounds")
         if m.joined is not None and m.left is not None and m.left <= m.joined:

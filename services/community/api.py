@@ -12,11 +12,12 @@ from __future__ import annotations
 import hmac
 from calendar import monthrange
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.dates import DateInputError, check_day, parse_month
 from services.community.ledger import Ledger
@@ -37,6 +38,32 @@ def _local_iso(epoch: float | None, tz: str) -> str | None:
         return datetime.fromtimestamp(epoch, ZoneInfo(tz)).isoformat()
     except (OverflowError, OSError, ValueError):  # a time no member can have sent (a ledger from before admission)
         return None
+
+
+class AlertRequest(BaseModel):
+    """``PUT /api/v1/operations/{op}/alert``: a collective alert for every home of the operation."""
+
+    model_config = ConfigDict(extra="forbid")
+    minutes: int = Field(ge=1, le=1440)
+    message: str = Field(default="", max_length=200)
+    start: datetime | None = None  # ISO 8601 with a zone: a scheduled alert; default now
+    kind: Literal["reduce", "consume"] = "reduce"
+
+
+def _one_line(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ())) or "body"
+        parts.append(f"{loc}: {err.get('msg')}")
+    return "; ".join(parts)
+
+
+def _alert_view(rec: Any, now: datetime, tz: str, effect: dict[str, Any] | None) -> dict[str, Any]:
+    z = ZoneInfo(tz)
+    return {"id": rec.id, "kind": rec.kind, "message": rec.message, "status": rec.status(now),
+            "start": rec.start.astimezone(z).isoformat(), "until": rec.until.astimezone(z).isoformat(),
+            "ended_at": rec.ended_at.astimezone(z).isoformat() if rec.ended_at else None,
+            "created_at": rec.created_at.astimezone(z).isoformat(), "effect": effect}
 
 
 def create_app(roster: Roster, ledger: Ledger, tokens: list[str], server: Any = None, community: Any = None) -> FastAPI:
@@ -104,6 +131,7 @@ def create_app(roster: Roster, ledger: Ledger, tokens: list[str], server: Any = 
                 "status_since": _local_iso(p[1], o.timezone) if p else None,
                 "last_quarter_hour": _local_iso(p[2], o.timezone) if p else None,
                 "last_live": lv[0].time.isoformat() if lv else None,
+                "live_import_w": lv[0].import_w if lv else None, "live_export_w": lv[0].export_w if lv else None,
                 "refused": refused.get(m.id, 0),
             })
         return out
@@ -167,6 +195,77 @@ def create_app(roster: Roster, ledger: Ledger, tokens: list[str], server: Any = 
 
         return statement_response(op_or_404(op), roster.community, community, ledger.path, period, member, format, lang)
 
+    @app.get("/api/v1/operations/{op}/observers", dependencies=[Depends(auth)])
+    def observers(op: str, day: date = Query(..., description="local day, YYYY-MM-DD")) -> list[dict[str, Any]]:
+        """The operation's observer meters (the cabin, a feeder): live power and the day's quarter-hours."""
+        o = op_or_404(op)
+        try:
+            check_day(day, "day")
+        except DateInputError as exc:
+            raise HTTPException(422, str(exc)) from None
+        start, end = _local_day(day, o.timezone)
+        live = server.live.get(op, {}) if server is not None else {}
+        out = []
+        for seat in (s for s in roster.members_of(op) if s.observer):
+            lv = live.get(seat.member)
+            qhs = ledger.member_quarter_hours(op, seat.member, start, end)
+            out.append({"id": seat.member, "live": None if lv is None else {
+                "time": lv[0].time.isoformat(), "import_w": lv[0].import_w, "export_w": lv[0].export_w},
+                "quarter_hours": [{"start": q.astimezone(ZoneInfo(o.timezone)).isoformat(), "import_wh": i, "export_wh": e}
+                                  for q, i, e in qhs]})
+        return out
+
+    # -- collective alerts (services/community/alerts.py) ------------------------------------------
+
+    def running() -> Any:
+        if server is None:
+            raise HTTPException(503, "alerts need the running community server")
+        return server
+
+    @app.put("/api/v1/operations/{op}/alert", dependencies=[Depends(auth)])
+    def put_alert(op: str, body: Any = Body(...)) -> dict[str, Any]:
+        """Raise (or schedule, with ``start``) a collective alert; published to every node at once."""
+        o = op_or_404(op)
+        srv = running()
+        try:
+            req = AlertRequest.model_validate(body)
+        except ValidationError as exc:
+            raise HTTPException(422, _one_line(exc)) from None
+        from services.community.alerts import AlertInputError
+
+        try:
+            rec = srv.raise_alert(op, kind=req.kind, message=req.message, minutes=req.minutes, start=req.start)
+        except AlertInputError as exc:
+            raise HTTPException(422, str(exc)) from None
+        now = datetime.fromtimestamp(srv.clock(), ZoneInfo("UTC"))
+        return _alert_view(rec, now, o.timezone, None)
+
+    @app.delete("/api/v1/operations/{op}/alert", dependencies=[Depends(auth)])
+    def delete_alert(op: str, id: str | None = Query(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+                                                    description="a scheduled alert to cancel; default: the active ones")) -> dict[str, Any]:
+        o = op_or_404(op)
+        srv = running()
+        ended = srv.end_alert(op, id)
+        if id is not None and not ended:
+            raise HTTPException(404, f"no alert {id!r} to end in {op!r}")
+        now = datetime.fromtimestamp(srv.clock(), ZoneInfo("UTC"))
+        return {"ended": [_alert_view(r, now, o.timezone, None) for r in ended]}
+
+    @app.get("/api/v1/operations/{op}/alerts", dependencies=[Depends(auth)])
+    def list_alerts(op: str) -> dict[str, Any]:
+        """Every alert (scheduled, active, past), newest first, each with its measured effect."""
+        from services.community.alerts import BASELINE_RULE
+
+        o = op_or_404(op)
+        srv = running()
+        now = datetime.fromtimestamp(srv.clock(), ZoneInfo("UTC"))
+        records = srv.alerts.all(op)
+        out = []
+        for r in records:
+            eff = srv.alert_effect(op, r, records) if r.start <= now else None
+            out.append(_alert_view(r, now, o.timezone, eff))
+        return {"baseline": BASELINE_RULE, "alerts": out}
+
     @app.get("/api/v1/stats", dependencies=[Depends(auth)])
     def stats() -> dict[str, Any]:
         if server is None:
@@ -183,14 +282,24 @@ PAGE = """<!doctype html><html lang="en"><meta charset="utf-8"><title>Quartier c
 border-bottom:1px solid #ddd;text-align:left}td.n{text-align:right}.online{color:#070}.offline,.never,.unknown{color:#a00}
 form{margin:.5em 0}</style>
 <h1>Quartier community</h1>
+<nav id=langs><a href="?lang=fr">FR</a> <a href="?lang=nl">NL</a> <a href="?lang=en">EN</a></nav>
 <form id=login hidden><label>Operator token <input id=token type=password autocomplete=current-password></label>
 <button>Open</button></form>
 <form id=period hidden><label>Month <input id=month type=month></label> <label>Day <input id=day type=date></label></form>
-<p id=msg></p><div id=ops></div>
+<p id=msg></p>
+<section id=alerts hidden><h2 data-t=alerts></h2>
+<form id=raise><label><span data-t=operation></span> <select id=a-op></select></label>
+<label><span data-t=kind></span> <select id=a-kind><option value=reduce data-t=reduce></option><option value=consume data-t=consume></option></select></label>
+<label><span data-t=minutes></span> <input id=a-minutes type=number min=1 max=1440 value=60 required></label>
+<label><span data-t=start></span> <input id=a-start type=datetime-local></label><br>
+<label><span data-t=message></span> <input id=a-message maxlength=200 size=60></label>
+<button id=a-raise data-t=raise></button> <button type=button id=a-end data-t=end></button></form>
+<p id=a-msg></p><div id=alert-list></div></section>
+<div id=ops></div>
 <script>
 // the token: from the link's fragment (never sent to a server or logged), else this browser's storage
 const frag = new URLSearchParams(location.hash.slice(1));
-if (frag.get('token')) { localStorage.setItem('qtoken', frag.get('token')); history.replaceState(null, '', location.pathname); }
+if (frag.get('token')) { localStorage.setItem('qtoken', frag.get('token')); history.replaceState(null, '', location.pathname + location.search); }
 let token = localStorage.getItem('qtoken');
 const $ = id => document.getElementById(id);
 const get = p => fetch(p, {headers: {Authorization: 'Bearer ' + token}}).then(r => {
@@ -199,7 +308,7 @@ const get = p => fetch(p, {headers: {Authorization: 'Bearer ' + token}}).then(r 
 const esc = s => String(s ?? '').replace(/[&<>"]/g, c => ({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c]));
 function ask() { $('login').hidden = false; $('period').hidden = true; }
 $('login').onsubmit = e => { e.preventDefault(); token = $('token').value.trim(); localStorage.setItem('qtoken', token);
-  $('login').hidden = true; load().catch(err => $('msg').textContent = err.message); };
+  $('login').hidden = true; loadAll().catch(err => $('msg').textContent = err.message); };
 ['month', 'day'].forEach(id => $(id).onchange = () => { $(id).dataset.set = '1'; load().catch(err => $('msg').textContent = err.message); });
 async function load() {
   if (!token) return ask();
@@ -212,9 +321,9 @@ async function load() {
   const month = $('month').value, day = $('day').value;
   let html = '';
   for (const op of ops) {
-    const [mem, alloc, comp, ref] = await Promise.all([get(`/api/v1/operations/${op.id}/members`),
+    const [mem, alloc, comp, ref, obs] = await Promise.all([get(`/api/v1/operations/${op.id}/members`),
       get(`/api/v1/operations/${op.id}/allocation?month=${month}`), get(`/api/v1/operations/${op.id}/completeness?day=${day}`),
-      get(`/api/v1/operations/${op.id}/refused?limit=20`)]);
+      get(`/api/v1/operations/${op.id}/refused?limit=20`), get(`/api/v1/operations/${op.id}/observers?day=${day}`)]);
     const online = mem.filter(m => m.status === 'online').length;
     const live = op.live ? `live: pool ${op.live.pool_w} W, consumption ${op.live.consumption_w} W, signal <b>${esc(op.live.signal)}</b>,
       ${op.live.members_reporting}/${op.live.members_total} reporting` : 'no live data';
@@ -229,9 +338,16 @@ async function load() {
         <td class="n received">${a.received_wh ?? ''} ${a.received_wh == null ? '' : a.source === 'grid' ? '(grid operator)' : '(provisional)'}</td>
         <td class=n>${a.injection_shared_wh ?? ''}</td><td class=n>${a.provisional_received_wh ?? ''}</td><td class=n>${a.difference_wh ?? ''}</td>
         <td class="n refused">${m.refused || ''}</td>
-        <td><a href="#" class=statement data-op="${esc(op.id)}" data-member="${esc(m.id)}">${esc(month)}</a></td></tr>`; }).join('') + '</table>' + refusedList(ref);
+        <td><a href="#" class=statement data-op="${esc(op.id)}" data-member="${esc(m.id)}">${esc(month)}</a></td></tr>`; }).join('') + '</table>' + observerList(obs, day) + refusedList(ref);
   }
   $('ops').innerHTML = html;
+}
+// observer meters (the cabin, a feeder): watched, never allocated; live power and the day's quarter-hours
+function observerList(obs, day) {
+  if (!obs.length) return '';
+  return `<h3>${tx('observers')}</h3><table class=observers><tr><th>meter</th><th>${tx('power')} (W)</th><th>quarter-hours ${esc(day)} (Wh)</th></tr>` +
+    obs.map(o => `<tr data-observer="${esc(o.id)}"><td>${esc(o.id)}</td><td class="n power">${o.live ? Math.round(o.live.import_w - o.live.export_w) : '–'}</td>
+      <td class=qhs>${o.quarter_hours.map(q => `<span title="${esc(q.start)}">${esc(q.start.slice(11, 16))} ${q.import_wh}</span>`).join(' · ')}</td></tr>`).join('') + '</table>';
 }
 // figures the server refused to store (implausible, out of time, malformed): who, why, how often
 function refusedList(ref) {
@@ -248,5 +364,63 @@ document.addEventListener('click', e => { const a = e.target.closest('a.statemen
   fetch(`/api/v1/operations/${a.dataset.op}/statement?format=html&period=${$('month').value}&member=${a.dataset.member}`,
     {headers: {Authorization: 'Bearer ' + token}}).then(r => r.text()).then(t => {
       const url = URL.createObjectURL(new Blob([t], {type: 'text/html'})); if (w) w.location = url; else location = url; }); });
-load().catch(e => $('msg').textContent = e.message); setInterval(() => { if (token) load().catch(() => {}); }, 10000);
+// collective alerts: raise (now or scheduled), end, and the list with each alert's measured effect
+const LANG = (new URLSearchParams(location.search).get('lang') || navigator.language || 'en').slice(0, 2);
+const TX = {
+  fr: {alerts: 'Alertes collectives', operation: 'Opération', kind: 'Type', reduce: 'Réduire maintenant',
+    consume: 'Consommer maintenant', minutes: 'Durée (min)', start: 'Début (vide : maintenant)', message: 'Message',
+    raise: "Lancer l'alerte", end: "Terminer l'alerte en cours", raised: 'Alerte envoyée à tous les foyers.',
+    ended: 'Alerte terminée.', none: 'Aucune alerte.', status: 'statut', window: 'période', members: 'membres (kWh, réf., %)',
+    observer: 'compteur observé (kWh, réf., %)', scheduled: 'programmée', active: 'en cours', expired: 'passée',
+    'ended_s': 'terminée', observers: 'Compteurs observés', power: 'puissance', cancel: 'annuler'},
+  nl: {alerts: 'Collectieve oproepen', operation: 'Deelinitiatief', kind: 'Soort', reduce: 'Nu minder verbruiken',
+    consume: 'Nu verbruiken', minutes: 'Duur (min)', start: 'Begin (leeg: nu)', message: 'Bericht',
+    raise: 'Oproep versturen', end: 'Lopende oproep beëindigen', raised: 'Oproep naar alle woningen verstuurd.',
+    ended: 'Oproep beëindigd.', none: 'Geen oproepen.', status: 'status', window: 'periode', members: 'leden (kWh, ref., %)',
+    observer: 'observatiemeter (kWh, ref., %)', scheduled: 'gepland', active: 'lopend', expired: 'voorbij',
+    'ended_s': 'beëindigd', observers: 'Observatiemeters', power: 'vermogen', cancel: 'annuleren'},
+  en: {alerts: 'Collective alerts', operation: 'Operation', kind: 'Kind', reduce: 'Reduce now', consume: 'Consume now',
+    minutes: 'Duration (min)', start: 'Start (empty: now)', message: 'Message', raise: 'Raise the alert',
+    end: 'End the active alert', raised: 'Alert sent to every home.', ended: 'Alert ended.', none: 'No alerts.',
+    status: 'status', window: 'window', members: 'members (kWh, baseline, %)', observer: 'observer meter (kWh, baseline, %)',
+    scheduled: 'scheduled', active: 'active', expired: 'past', 'ended_s': 'ended', observers: 'Observer meters',
+    power: 'power', cancel: 'cancel'}};
+const tx = k => (TX[LANG] || TX.en)[k] ?? TX.en[k] ?? k;
+document.documentElement.lang = TX[LANG] ? LANG : 'en';
+document.querySelectorAll('[data-t]').forEach(e => e.textContent = tx(e.dataset.t));
+const send = (method, p, body) => fetch(p, {method, headers: {Authorization: 'Bearer ' + token, 'Content-Type': 'application/json'},
+  body: body ? JSON.stringify(body) : undefined}).then(async r => { const j = await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error(typeof j.detail === 'string' ? j.detail : r.status + ''); return j; });
+$('raise').onsubmit = e => { e.preventDefault();
+  const body = {minutes: parseInt($('a-minutes').value), message: $('a-message').value, kind: $('a-kind').value};
+  if ($('a-start').value) body.start = new Date($('a-start').value).toISOString();
+  send('PUT', `/api/v1/operations/${$('a-op').value}/alert`, body).then(() => { $('a-msg').textContent = tx('raised'); loadAlerts(); })
+    .catch(err => $('a-msg').textContent = err.message); };
+$('a-end').onclick = () => send('DELETE', `/api/v1/operations/${$('a-op').value}/alert`)
+  .then(() => { $('a-msg').textContent = tx('ended'); loadAlerts(); }).catch(err => $('a-msg').textContent = err.message);
+const when = s => s ? new Date(s).toLocaleString(LANG, {dateStyle: 'short', timeStyle: 'short'}) : '';
+const fig = (k, b, p) => k == null ? '–' : `${k} / ${b ?? '–'} / ${p == null ? '–' : (p > 0 ? '+' : '') + p + ' %'}`;
+async function loadAlerts() {
+  const op = $('a-op').value; if (!op) return;
+  const res = await get(`/api/v1/operations/${op}/alerts`);
+  $('alert-list').innerHTML = !res.alerts.length ? `<p>${tx('none')}</p>` :
+    `<table class=alerts><tr><th>${tx('status')}</th><th>${tx('kind')}</th><th>${tx('window')}</th><th>${tx('message')}</th>
+     <th>${tx('members')}</th><th>${tx('observer')}</th><th></th></tr>` + res.alerts.map(a => { const f = a.effect || {};
+     return `<tr data-alert="${esc(a.id)}" class="${esc(a.status)}"><td class=status>${esc(tx(a.status === 'ended' ? 'ended_s' : a.status))}</td>
+     <td>${esc(tx(a.kind))}</td><td>${esc(when(a.start))} – ${esc(when(a.ended_at || a.until))}</td><td>${esc(a.message)}</td>
+     <td class="n effect-members">${fig(f.members_kwh, f.members_baseline_kwh, f.members_change_pct)}</td>
+     <td class="n effect-observer">${fig(f.observer_kwh, f.observer_baseline_kwh, f.observer_change_pct)}</td>
+     <td>${a.status === 'scheduled' ? `<button onclick="send('DELETE', '/api/v1/operations/${esc(op)}/alert?id=${esc(a.id)}').then(loadAlerts)">${tx('cancel')}</button>` : ''}</td></tr>`;
+     }).join('') + '</table>' + `<p class=baseline><small>${esc(res.baseline)}</small></p>`;
+}
+$('a-op').onchange = () => loadAlerts().catch(err => $('a-msg').textContent = err.message);
+async function loadAll() {
+  await load();
+  if (!token) return;
+  const ops = await get('/api/v1/operations');
+  if (!$('a-op').options.length) $('a-op').innerHTML = ops.map(o => `<option value="${esc(o.id)}">${esc(o.name || o.id)}</option>`).join('');
+  $('alerts').hidden = false;
+  await loadAlerts();
+}
+loadAll().catch(e => $('msg').textContent = e.message); setInterval(() => { if (token) loadAll().catch(() => {}); }, 10000);
 </script></html>"""

@@ -1,4 +1,5 @@
-"""``quartier community``: run the community server; ``provision`` a gateway; ``reconcile`` a month.
+"""``quartier community``: run the community server; ``provision`` a gateway; ``reconcile`` a month;
+``sheets``: every member's monthly sheet as PDF, for members without a Pi or a screen.
 
     quartier community --config community-server.toml
     quartier community provision --config community-server.toml --broker-dir /etc/quartier/broker \\
@@ -6,6 +7,7 @@
     quartier community provision --config ... --broker-dir ... --init-broker broker.example.org
     quartier community reconcile --config ... --operation op1 --file grid-2026-05.csv [--mapping generic]
     quartier community statement --config ... --operation op1 --period 2026-05 --format json|csv|pdf
+    quartier community sheets --config ... --operation op1 --month 2026-05 --out ./sheets [--language fr]
 
 Handlers import their modules lazily; user errors are one line on stderr and exit status 2.
 """
@@ -49,6 +51,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from demo.community import register as register_demo  # demo tooling: only its arguments here
 
     register_demo(sub)
+    ps = sub.add_parser("sheets", parents=[common], help="print every member's monthly sheet (PDF) from the server's figures")
+    ps.add_argument("--operation", required=True)
+    ps.add_argument("--month", required=True, help="YYYY-MM")
+    ps.add_argument("--out", required=True, type=Path, help="directory for one PDF per member and one with them all")
+    ps.add_argument("--language", choices=("fr", "nl", "en"), default="fr",
+                    help="for members without a language in the community file (default: fr)")
+    ps.add_argument("--html", action="store_true", help="write HTML instead of PDF (no Chromium needed)")
+    ps.set_defaults(func=_sheets)
+
     pr = sub.add_parser("reconcile", parents=[common], help="import the grid operator's monthly allocation file")
     pr.add_argument("--operation")
     pr.add_argument("--file", type=Path, help="CSV file from the grid operator")
@@ -266,6 +277,41 @@ def _inspect(path: Path) -> int:
         print("  " + " | ".join(row))
     print("\nproposed mapping (check it, paste it into the server's config, then reconcile --mapping mine):\n")
     print(found["toml"])
+
+
+def _sheets(args: argparse.Namespace) -> int:
+    """``quartier community sheets``: services/community/sheets.py."""
+    from gateway.dates import DateInputError, parse_month
+    from services.allocation.errors import AllocationInputError
+    from services.community.ledger import Ledger
+    from services.community.sheets import member_sheets, write_sheets
+    from services.pdf import PdfError
+
+    try:
+        parse_month(args.month, "--month")
+    except DateInputError as exc:
+        return _fail(str(exc))
+    cfg, community = _load(args)
+    try:
+        op = community.operation(args.operation)
+    except AllocationInputError as exc:
+        return _fail(f"--operation: {exc}")
+    if not cfg.server.database.exists():
+        return _fail(f"{cfg.server.database}: no ledger (has the server run?)")
+    ledger = Ledger(cfg.server.database)
+    try:
+        sheets = member_sheets(ledger, op, args.month, community=getattr(community, "name", None) or community.id,
+                               default_lang=args.language)
+    finally:
+        ledger.close()
+    try:
+        paths = write_sheets(sheets, args.out, f"{op.id}-{args.month}", pdf=not args.html)
+    except PdfError as exc:  # Chromium missing or failing
+        return _fail(str(exc))
+    for s, path in zip(sheets, paths, strict=False):
+        print(json.dumps({"member": s.member, "language": s.lang, "binding": s.binding, "file": str(path)}))
+    if paths:
+        print(json.dumps({"all": str(paths[-1]), "members": len(sheets)}))
     return 0
 
 

@@ -417,3 +417,22 @@ class Ledger:
             c.executemany("UPDATE grid_binding_push SET pushed=1 WHERE operation=? AND member=? AND start=? AND revision=?",
                           keys)
             c.execute("COMMIT")
+
+    def member_quarter_hours(self, operation: str, member: str, start: datetime, end: datetime) -> list[tuple[datetime, int, int]]:
+        """One member's (or observer's) quarter-hours in [start, end): (start, import Wh, export Wh)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT start, import_wh, export_wh FROM member_qh WHERE operation=? AND member=? AND start>=? AND start<? "
+                "ORDER BY start", (operation, member, _ts(start), _ts(end))).fetchall()
+        return [(_dt(s), int(i), int(e)) for s, i, e in rows]
+
+    def member_allocations(self, operation: str, member: str, start: datetime, end: datetime) -> list[tuple[datetime, int, int]]:
+        """One member's provisional allocation per quarter-hour in [start, end): (start, received Wh, the
+        operation's injection nobody used in that quarter-hour, Wh): what the monthly sheet needs."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT a.start, a.received_wh, (SELECT sum(b.injection_wh) - sum(b.injection_shared_wh) FROM allocation b "
+                "WHERE b.operation = a.operation AND b.start = a.start) FROM allocation a "
+                "WHERE a.operation=? AND a.member=? AND a.start>=? AND a.start<? ORDER BY a.start",
+                (operation, member, _ts(start), _ts(end))).fetchall()
+        return [(_dt(s), int(r), max(0, int(g or 0))) for s, r, g in rows]

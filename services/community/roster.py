@@ -50,6 +50,7 @@ class Seat:
     receives: bool
     produces: bool
     max_power_w: float = DEFAULT_MAX_POWER_W  # the community file's value, else a residential default
+    observer: bool = False  # a watched meter (the cabin), not a member: reports, never allocated
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,8 @@ class Roster:
                     continue  # a member without a meter cannot report: it is never waited for
                 p = pseudonym(m.meter, secret)
                 seats[p] = by_operation[(op.id, p)] = Seat(op.id, m.id, p, m.receives, m.produces,
-                                                           m.max_power_w or default_max_power_w)
+                                                           m.max_power_w or default_max_power_w,
+                                                           m.role == "observer")
         return cls(community.id, ops, seats, by_operation)
 
     def seat(self, operation: str, pseudonym_: str) -> Seat | None:
@@ -87,14 +89,16 @@ class Roster:
         return s if s is not None and s.operation == operation else None
 
     def members_of(self, operation: str) -> list[Seat]:
-        """Every metered member the operation ever had (the file's whole history)."""
+        """Every metered seat the operation ever had (the file's whole history), observers included
+        (they report like members)."""
         source = self.by_operation.values() if self.by_operation else self.seats.values()
         return [s for s in source if s.operation == operation]
 
     def members_at(self, operation: str, start: datetime) -> list[Seat]:
-        """The metered members of the operation at that quarter-hour (joined, not yet left)."""
+        """The metered members of the operation at that quarter-hour (joined, not yet left): those the
+        allocation waits for and shares among, never observers."""
         active = active_ids(self.operations[operation], start)
-        return [s for s in self.members_of(operation) if s.member in active]
+        return [s for s in self.members_of(operation) if s.member in active and not s.observer]
 
     def update_from(self, new: Roster) -> None:
         """Take the members of a reloaded community file, in place (the operator API holds this object).
@@ -109,6 +113,10 @@ class Roster:
             target.update(source)
             for gone in set(target) - set(source):
                 del target[gone]
+
+    def allocated_of(self, operation: str) -> list[Seat]:
+        """The seats that take part in the allocation: members, never observers."""
+        return [s for s in self.members_of(operation) if not s.observer]
 
 
 @dataclass(frozen=True, slots=True)

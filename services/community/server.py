@@ -28,6 +28,8 @@ from typing import Any
 
 from gateway.logs import get_logger
 from gateway.model import QUARTER
+from services.community import alerts as alert_rules
+from services.community.alert_book import AlertBook
 from services.community.admission import (
     Limits,
     Refusal,
@@ -47,6 +49,10 @@ from services.community.roster import (
 )
 from gateway.wire import connect_async
 from gateway.wire import (
+    MAX_ALERTS,
+    AlertNotice,
+    AlertResult,
+    AlertsMsg,
     AllocationMsg,
     LiveMsg,
     QuarterHourMsg,
@@ -140,8 +146,11 @@ class CommunityServer:
         self.stats = ServerStats()
         self.live: dict[str, dict[str, tuple[LiveMsg, float]]] = {op: {} for op in roster.operations}
         self.trackers = {op: SignalTracker() for op in roster.operations}
-        self.seats_by_op = {op: roster.members_of(op) for op in roster.operations}
+        self._index_roster()
         self.last_totals: dict[str, Any] = {}
+        self.alerts = AlertBook(ledger.path)  # collective alerts, in the ledger's file
+        self._alerts_published: dict[str, tuple[str, ...]] = {}  # operation -> ids in its retained message
+        self._alerts_lock = threading.Lock()
         self._q: queue.Queue[tuple[str, bytes, float, int, int]] = queue.Queue()
         self._asked: set[tuple[str, str, datetime]] = set()  # (operation, member, start) already asked again
         self._stop = threading.Event()
@@ -196,6 +205,7 @@ class CommunityServer:
         self.client.disconnect()
         if self._net is not None:
             self._net.join(10)
+        self.alerts.close()
 
     def health(self, now_monotonic: float | None = None, stale_s: float = 30.0) -> dict[str, Any]:
         """Whether the process still does its job: the network loop runs and the worker and ticker
@@ -256,6 +266,7 @@ class CommunityServer:
             return
         client.subscribe([(f, 1) for f in self._filters])
         self._connected.set()
+        self._alerts_published.clear()  # the ticker publishes every operation's alerts again
         resumed = bool(getattr(flags, "session_present", False))
         log.info("community.connected", extra={"filters": len(self._filters), "session_present": resumed})
         if not resumed:
@@ -317,7 +328,8 @@ class CommunityServer:
             return
         changed = self.ledger.add_quarter_hours(rows)
         self.stats.duplicates += len(rows) - len(changed)
-        touched = sorted({(r.operation, r.start) for r in changed})
+        # an observer's figure (the cabin meter) never changes an allocation: only members' rows count
+        touched = sorted({(r.operation, r.start) for r in changed if r.member in self._member_ids[r.operation]})
         for op, start in touched:
             try:
                 figures = self.ledger.figures(op, start)
@@ -397,6 +409,7 @@ class CommunityServer:
         members active at that quarter-hour, also when it is re-run long after (membership.py)."""
         seats = self.roster.members_at(op, start)
         have = figures if figures is not None else self.ledger.figures(op, start)
+        have = {m: f for m, f in have.items() if m in self._member_ids[op]}
         missing = [s.member for s in seats if s.member not in have]
         last = self.ledger.last_known(op, start, missing) if missing else {}
         full = fill_missing(seats, have, last)
@@ -495,6 +508,13 @@ class CommunityServer:
 
     # -- membership: the community file edited while running -----------------------------------------
 
+    def _index_roster(self) -> None:
+        """Per operation: every seat that reports (observers included) and the members among them."""
+        ops = self.roster.operations
+        self.seats_by_op = {op: self.roster.members_of(op) for op in ops}  # observers included
+        self.allocated_by_op = {op: self.roster.allocated_of(op) for op in ops}  # members only
+        self._member_ids = {op: {s.member for s in seats} for op, seats in self.allocated_by_op.items()}
+
     def reload_roster(self, new: Roster) -> bool:
         """Take a reloaded community file's members (joined, left, shares) without a restart. The
         roster is updated in place, so the operator API sees it too; refused (logged, False) when
@@ -504,7 +524,7 @@ class CommunityServer:
         except ValueError as exc:
             log.error("community.reload_refused", extra={"error": str(exc)})
             return False
-        self.seats_by_op = {op: self.roster.members_of(op) for op in self.roster.operations}
+        self._index_roster()
         log.info("community.reloaded", extra={"operations": len(self.roster.operations),
                                                "seats": len(self.roster.by_operation or self.roster.seats)})
         return True
@@ -521,6 +541,7 @@ class CommunityServer:
     def _tick(self) -> None:
         next_totals = 0.0
         next_deadline = 0.0
+        next_alerts = 0.0
         while not self._stop.wait(0.2):
             self._beats["ticker"] = time.monotonic()
             now_s = self.clock()
@@ -529,6 +550,13 @@ class CommunityServer:
                     next_deadline = now_s + 5.0
                     self.check_reload()
                     self.allocate_overdue(now_s)
+            except Exception as exc:
+                log.error("community.tick_failed", extra={"error": repr(exc)}, exc_info=True)
+            try:
+                if now_s >= next_alerts:
+                    next_alerts = now_s + 5.0
+                    for op in self.roster.operations:
+                        self.publish_alerts(op, force=False)
             except Exception as exc:
                 log.error("community.tick_failed", extra={"error": repr(exc)}, exc_info=True)
             try:
@@ -542,13 +570,67 @@ class CommunityServer:
         now = datetime.fromtimestamp(now_s, timezone.utc)
         for op in self.seats_by_op:
             try:
-                seats = self.roster.members_at(op, now)  # one operation's failure leaves the others' totals and signal going
+                seats = self.roster.members_at(op, now)  # members only: an observer is not in the totals; one operation's failure leaves the others' going
                 msg = operation_totals(op, seats, self.live[op], now, now_s, self.live_stale_s, self.trackers[op])
                 self.last_totals[op] = msg
                 self.client.publish(operation_topic(self.roster.community, op), msg.to_bytes(), qos=0, retain=True)
             except Exception as exc:
                 self.stats.totals_errors += 1
                 log.error("community.totals_failed", extra={"operation": op, "error": repr(exc)}, exc_info=True)
+
+    # -- collective alerts ---------------------------------------------------------------------------
+
+    def raise_alert(self, op: str, *, kind: str, message: str, minutes: int,
+                    start: datetime | None = None) -> alert_rules.AlertRecord:
+        """Record an alert and publish the operation's alerts at once (``AlertInputError`` if refused)."""
+        now = datetime.fromtimestamp(self.clock(), timezone.utc)
+        begin, until = alert_rules.check_request(start, minutes, now)
+        rec = self.alerts.add(op, kind, message, begin, until, now)
+        log.info("community.alert_raised", extra={"operation": op, "alert": rec.id, "kind": kind,
+                                                  "start": begin.isoformat(), "until": until.isoformat()})
+        self.publish_alerts(op)
+        return rec
+
+    def end_alert(self, op: str, alert_id: str | None = None) -> list[alert_rules.AlertRecord]:
+        now = datetime.fromtimestamp(self.clock(), timezone.utc)
+        ended = self.alerts.end(op, now, alert_id)
+        log.info("community.alert_ended", extra={"operation": op, "alerts": ",".join(r.id for r in ended)})
+        self.publish_alerts(op)
+        return ended
+
+    def alert_effect(self, op: str, rec: alert_rules.AlertRecord, records: list[alert_rules.AlertRecord]) -> dict[str, object]:
+        """The effect of one alert against its baseline (services/community/alerts.py)."""
+        from zoneinfo import ZoneInfo
+
+        tz = ZoneInfo(self.roster.operations[op].timezone)
+        lo = alert_rules.shifted(alert_rules.floor_quarter(rec.start), alert_rules.BASELINE_WEEKS, tz)
+        rows = self.alerts.imports(op, lo, rec.effective_until)
+        members = [s.member for s in self.allocated_by_op[op]]
+        observers = [s.member for s in self.seats_by_op[op] if s.observer]
+        observer = alert_rules.members_series(rows, observers[:1]) if observers else None
+        return alert_rules.effect(rec, alert_rules.members_series(rows, members), observer, tz, records)
+
+    def publish_alerts(self, op: str, *, force: bool = True) -> bool:
+        """Publish the operation's alerts (retained, QoS 1) when they changed or ``force``."""
+        now = datetime.fromtimestamp(self.clock(), timezone.utc)
+        with self._alerts_lock:
+            records = self.alerts.all(op)
+            live = alert_rules.to_publish(records, now, MAX_ALERTS)
+            ids = tuple(r.id for r in live)
+            if not force and self._alerts_published.get(op) == ids:
+                return False
+            last = alert_rules.last_finished(records, now)
+            result = None
+            if last is not None:
+                pct = self.alert_effect(op, last, records)["members_change_pct"]
+                result = AlertResult(id=last.id, kind=last.kind, start=last.start, until=last.effective_until,
+                                     members_change_pct=None if pct is None else max(-100.0, min(10_000.0, float(pct))))
+            msg = AlertsMsg(operation=op, time=now, last_result=result, alerts=[
+                AlertNotice(id=r.id, kind=r.kind, message=r.message, start=r.start, until=r.until) for r in live])  # type: ignore[arg-type]
+            info = self.client.publish(operation_topic(self.roster.community, op, "alert"), msg.to_bytes(), qos=1, retain=True)
+            if info.rc == 0:
+                self._alerts_published[op] = ids
+            return info.rc == 0
 
     # -- central store ---------------------------------------------------------------------------
 

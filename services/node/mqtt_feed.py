@@ -171,6 +171,14 @@ def discovery_config(t: Topics) -> dict:
         "refused": {"p": "sensor", "name": "Refused readings", "unique_id": f"{uid}_refused", "state_topic": t.refused,
                     "entity_category": "diagnostic", "icon": "mdi:shield-alert",
                     "json_attributes_topic": t.metering},
+        # the community's collective alert: "consume now" as a sensor of its own, and the message as text
+        "collective_consume": {"p": "binary_sensor", "name": "Community asks to consume now",
+                               "unique_id": f"{uid}_collective_consume", "state_topic": t.signal,
+                               "value_template": "{{ 'ON' if value_json.reason == 'collective_consume' else 'OFF' }}",
+                               "icon": "mdi:account-group"},
+        "alert_message": {"p": "sensor", "name": "Community alert", "unique_id": f"{uid}_alert_message",
+                          "state_topic": t.signal, "icon": "mdi:message-alert",
+                          "value_template": "{{ value_json.alert.message if value_json.alert else '' }}"},
     }
     return {
         "dev": {"ids": [uid], "name": f"Quartier {t.node}", "mf": "Quartier", "mdl": "P1 metering gateway", "sw": VERSION},

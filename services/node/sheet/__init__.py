@@ -11,12 +11,13 @@ The best hours are where surplus was highest on average over the month: the comm
 went back to the grid (``to_grid_wh`` of the allocation) when known, else the member's own injection
 (a producer's own surplus). Hours at or above half of the best hour's average make the "best hours".
 
-Modules: ``figures`` (pure: data in, figures out), ``render`` (words and the self-contained HTML
-page), ``command`` (``quartier sheet``: the store in, HTML or PDF out through headless Chromium).
+Modules: ``services.sheet`` (shared with the community server's ``quartier community sheets``:
+``figures``, pure, data in, figures out; ``render``, the words and the self-contained HTML page;
+and ``services.pdf``, headless Chromium, shared with the statements), and ``command`` here (``quartier sheet``: the node's store in, HTML or PDF out).
 """
 
 from services.node.sheet.command import chromium, figures_from_store, print_pdf, register
-from services.node.sheet.figures import (
+from services.sheet.figures import (
     BEST_SHARE,
     LANGS,
     MIN_SURPLUS_WH,
@@ -28,7 +29,7 @@ from services.node.sheet.figures import (
     month_bounds,
     month_figures,
 )
-from services.node.sheet.render import TEXT, format_eur, format_hours, format_kwh, format_percent, render_html
+from services.sheet.render import TEXT, format_eur, format_hours, format_kwh, format_percent, render_html
 
 __all__ = [
     "BEST_SHARE", "LANGS", "MIN_SURPLUS_WH", "TEXT", "AllocatedQuarter", "SheetFigures", "allocation_for_member",

@@ -14,7 +14,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from gateway.dates import DateInputError, parse_month
-from services.node.sheet.figures import (
+from services.sheet.figures import (
     LANGS,
     AllocatedQuarter,
     SheetFigures,
@@ -22,7 +22,7 @@ from services.node.sheet.figures import (
     month_bounds,
     month_figures,
 )
-from services.node.sheet.render import render_html
+from services.sheet.render import render_html
 from services.pdf import PdfError, chromium  # noqa: F401 - chromium: this module's name for it since the start
 from services.pdf import print_pdf as _print_pdf
 

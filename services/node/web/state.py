@@ -37,6 +37,18 @@ def parse_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+def community_alert(a: dict) -> Alert:
+    """One alert of the daemon's ``alerts`` message (already checked by the uplink against the wire
+    contract); ValueError/KeyError/TypeError when it is not one."""
+    start, until = parse_time(a["start"]), parse_time(a["until"])
+    if start is None or until is None or start.tzinfo is None or until <= start:
+        raise ValueError("alert without a valid window")
+    kind = a.get("kind", "reduce")
+    if kind not in ("reduce", "consume"):
+        raise ValueError(f"alert kind {kind!r}")
+    return Alert(start=start, until=until, message=str(a.get("message") or "")[:200], kind=kind, id=str(a["id"])[:64])
+
+
 def iso(t: datetime | None) -> str | None:
     return None if t is None else t.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
@@ -77,6 +89,8 @@ class NodeState:
     last_quarter_hour: dict | None = None
     today: DayTotals | None = None
     alert: Alert | None = None  # set locally through the API
+    community_alerts: tuple[Alert, ...] = ()  # the operation's collective alerts (active and scheduled)
+    last_alert_result: dict | None = None  # the collective result of the last finished alert
     triggered: dict[str, TriggeredLoad] = field(default_factory=dict)
     version: int = 0
     readings: int = 0
@@ -144,6 +158,17 @@ class NodeState:
                 return
             self.fleet.update_live(live)
             self._emit("operation", signal_changed=self._evaluate())
+        elif kind == "alerts":  # the community's collective alerts, relayed by the daemon's uplink
+            try:
+                alerts = tuple(sorted((community_alert(a) for a in msg["alerts"]), key=lambda a: a.start))
+            except (KeyError, TypeError, ValueError) as exc:
+                self.bad_messages += 1
+                log.warning("web.bad_alerts", extra={"error": str(exc)[:200]})
+                return
+            self.community_alerts = alerts
+            res = msg.get("last_result")
+            self.last_alert_result = res if isinstance(res, dict) else None
+            self._emit("signal", signal_changed=self._evaluate())
         elif kind == "allocation":  # committed to the store: the page reloads its month and bars
             self._emit("allocation")
 
@@ -200,7 +225,11 @@ class NodeState:
         return None if t is None else t + timedelta(seconds=age)
 
     def active_alert(self, now: datetime) -> Alert | None:
-        return self.alert if self.alert is not None and self.alert.active(now) else None
+        """The local alert if active, else the community's alert active now (the latest started)."""
+        if self.alert is not None and self.alert.active(now):
+            return self.alert
+        active = [a for a in self.community_alerts if a.active(now)]
+        return active[-1] if active else None
 
     def signal_inputs(self) -> SignalInputs:
         now = self.meter_now() or datetime.now(UTC)
@@ -271,6 +300,7 @@ class NodeState:
             "today": None,
             "operation": None,
             "signal": self.signal.as_dict(),
+            "last_alert": self.last_alert_result,
         }
         if r is not None:
             imp = float(r.get("import_w") or 0.0)

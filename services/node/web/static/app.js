@@ -86,7 +86,17 @@
     $("until").textContent = s.valid_until ? t("until", { t: hhmm(s.valid_until) }) : "";
     const am = $("alert-msg");
     am.hidden = !(s.alert && s.alert.message);
-    am.textContent = s.alert && s.alert.message ? s.alert.message : "";
+    am.textContent = s.alert && s.alert.message ? t("alert_from", { m: s.alert.message }) : "";
+    am.classList.toggle("consume", !!(s.alert && s.alert.kind === "consume"));
+    // the last finished alert's collective result ("the street used 18 % less")
+    const ar = $("alert-result"), r = L.last_alert;
+    ar.hidden = !r;
+    if (r) {
+      const d = new Date(r.until).toLocaleString(locale(), { weekday: "long", hour: "2-digit", minute: "2-digit", timeZone: zone() });
+      const p = r.members_change_pct;
+      ar.textContent = p === null || p === undefined ? t("alert_result_none", { d })
+        : t(p <= 0 ? "alert_result_less" : "alert_result_more", { d, p: Math.abs(p).toLocaleString(locale(), { maximumFractionDigits: 0 }) });
+    }
 
     // the gauge: the operation's surplus when known, else this meter's export minus import
     let surplus = null;

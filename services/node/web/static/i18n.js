@@ -21,8 +21,13 @@ window.QUARTIER_I18N = {
       no_surplus: "Pas de surplus : attendez si vous pouvez.",
       stale_data: "Pas de données récentes : surplus incertain.",
       no_data: "En attente du compteur…",
-      reduce_now: "Réduisez votre consommation maintenant, svp."
-    }
+      reduce_now: "Réduisez votre consommation maintenant, svp.",
+      collective_consume: "La communauté vous invite à consommer maintenant."
+    },
+    alert_from: "Message de la communauté : {m}",
+    alert_result_less: "Lors de la dernière alerte ({d}), le quartier a consommé {p} % de moins que d'habitude.",
+    alert_result_more: "Lors de la dernière alerte ({d}), le quartier a consommé {p} % de plus que d'habitude.",
+    alert_result_none: "Dernière alerte ({d}) : pas encore assez de données pour mesurer l'effort du quartier."
   },
   nl: {
     connecting: "verbinden…", live: "live", offline: "offline",
@@ -44,8 +49,13 @@ window.QUARTIER_I18N = {
       no_surplus: "Geen overschot: wacht als het kan.",
       stale_data: "Geen recente gegevens: overschot onzeker.",
       no_data: "Wachten op de meter…",
-      reduce_now: "Verminder nu uw verbruik, a.u.b."
-    }
+      reduce_now: "Verminder nu uw verbruik, a.u.b.",
+      collective_consume: "De gemeenschap vraagt u nu te verbruiken."
+    },
+    alert_from: "Bericht van de gemeenschap: {m}",
+    alert_result_less: "Tijdens de laatste oproep ({d}) verbruikte de buurt {p} % minder dan gewoonlijk.",
+    alert_result_more: "Tijdens de laatste oproep ({d}) verbruikte de buurt {p} % meer dan gewoonlijk.",
+    alert_result_none: "Laatste oproep ({d}): nog niet genoeg gegevens om het effect van de buurt te meten."
   },
   en: {
     connecting: "connecting…", live: "live", offline: "offline",
@@ -67,7 +77,12 @@ window.QUARTIER_I18N = {
       no_surplus: "No surplus: wait if you can.",
       stale_data: "No recent data: surplus uncertain.",
       no_data: "Waiting for the meter…",
-      reduce_now: "Please reduce your consumption now."
-    }
+      reduce_now: "Please reduce your consumption now.",
+      collective_consume: "The community invites you to consume now."
+    },
+    alert_from: "Message from the community: {m}",
+    alert_result_less: "During the last alert ({d}) the street used {p} % less than usual.",
+    alert_result_more: "During the last alert ({d}) the street used {p} % more than usual.",
+    alert_result_none: "Last alert ({d}): not enough data yet to measure the street's effort."
   }
 };

@@ -8,7 +8,7 @@ from datetime import date
 from importlib import resources
 from string import Template
 
-from services.node.sheet.figures import LANGS, SheetFigures
+from services.sheet.figures import LANGS, SheetFigures
 
 # -- words (fr, nl, en) ----------------------------------------------------------------------------
 
@@ -54,6 +54,8 @@ TEXT: dict[str, dict[str, str]] = {
         "measured": "Measured on {days} of {total} days.",
         "estimated": "{n} quarter-hours were estimated after an interruption.",
         "provisional": "These figures are provisional: the official figures come from your grid operator.",
+        "binding": "These figures are your grid operator's official figures for the month.",
+        "no_data": "No figures for this month: no meter data reached the community.",
         "footer": "Meter {meter} · made by Quartier on {date}",
         "and": "and",
         "hour": "{h}:00",
@@ -91,6 +93,8 @@ TEXT: dict[str, dict[str, str]] = {
         "measured": "Mesuré {days} jours sur {total}.",
         "estimated": "{n} quarts d'heure ont été estimés après une interruption.",
         "provisional": "Ces chiffres sont provisoires : les chiffres officiels viennent de votre gestionnaire de réseau.",
+        "binding": "Ces chiffres sont les chiffres officiels du mois de votre gestionnaire de réseau.",
+        "no_data": "Pas de chiffres pour ce mois : aucune donnée de compteur n'est parvenue à la communauté.",
         "footer": "Compteur {meter} · fiche faite par Quartier le {date}",
         "and": "et",
         "hour": "{h} h",
@@ -127,6 +131,8 @@ TEXT: dict[str, dict[str, str]] = {
         "measured": "Gemeten op {days} van de {total} dagen.",
         "estimated": "{n} kwartieren werden geschat na een onderbreking.",
         "provisional": "Deze cijfers zijn voorlopig: de officiële cijfers komen van uw netbeheerder.",
+        "binding": "Deze cijfers zijn de officiële cijfers van de maand van uw netbeheerder.",
+        "no_data": "Geen cijfers voor deze maand: er kwamen geen metergegevens bij de gemeenschap aan.",
         "footer": "Meter {meter} · fiche gemaakt door Quartier op {date}",
         "and": "en",
         "hour": "{h} u",
@@ -197,7 +203,7 @@ def _chart_svg(profile: Sequence[float], best: Sequence[tuple[int, int]], lang: 
 
 
 def render_html(f: SheetFigures, lang: str, *, name: str | None = None, community: str | None = None,
-                made_on: date | None = None) -> str:
+                made_on: date | None = None, binding: bool = False) -> str:
     """A self-contained HTML page (styles inlined), one A4 page when printed."""
     if lang not in LANGS:
         raise ValueError(f"language must be one of {', '.join(LANGS)}, not {lang!r}")
@@ -211,7 +217,8 @@ def render_html(f: SheetFigures, lang: str, *, name: str | None = None, communit
         share = f.shared_share
         shared_value = format_kwh(f.shared_wh, lang)
         shared_text = t["shared_text"].format(kwh=format_kwh(f.shared_wh, lang),
-                                              pct=format_percent(share, lang) if share is not None else "–")
+                                              # an oversized allocation never prints "391 %": at most all of it
+                                              pct=format_percent(min(share, 1.0), lang) if share is not None else "–")
     savings = f.savings_eur
     if savings is not None:
         savings_value = format_eur(savings, lang)
@@ -241,13 +248,15 @@ def render_html(f: SheetFigures, lang: str, *, name: str | None = None, communit
         best_block = f'<p class="hours none">{e(t["best_none"])}</p>'
 
     quality = [t["measured"].format(days=f.days_with_data, total=f.days_in_month)]
+    if not f.quarter_hours and not f.import_wh and not f.export_wh and f.shared_wh is None:
+        quality = [t["no_data"]]  # a month without data says so
     if f.estimated:
         quality.append(t["estimated"].format(n=f.estimated))
     to_grid = (f'<div class="figure"><div class="label">{e(t["to_grid"])}</div>'
                f'<div class="value">{e(format_kwh(f.export_wh, lang))}</div></div>') if f.export_wh else ""
     subtitle = " · ".join(x for x in (community, t["for"].format(name=name) if name else None) if x)
-    css = resources.files("services.node.sheet").joinpath("sheet.css").read_text(encoding="utf-8")
-    page = resources.files("services.node.sheet").joinpath("sheet.html").read_text(encoding="utf-8")
+    css = resources.files("services.sheet").joinpath("sheet.css").read_text(encoding="utf-8")
+    page = resources.files("services.sheet").joinpath("sheet.html").read_text(encoding="utf-8")
     return Template(page).substitute(
         lang=lang,
         css=css,
@@ -271,6 +280,6 @@ def render_html(f: SheetFigures, lang: str, *, name: str | None = None, communit
         light_blink=e(t["light_blink"]),
         light_unsure=e(t["light_unsure"]),
         quality=e(" ".join(quality)),
-        provisional=e(t["provisional"]),
+        provisional=e(t["binding" if binding else "provisional"]),
         footer=e(t["footer"].format(meter=f.meter_id, date=(made_on or date.today()).isoformat())),
     )
