@@ -237,7 +237,7 @@ def create_app(roster: Roster, ledger: Ledger, tokens: list[str], server: Any = 
             rec = srv.raise_alert(op, kind=req.kind, message=req.message, minutes=req.minutes, start=req.start)
         except AlertInputError as exc:
             raise HTTPException(422, str(exc)) from None
-        now = datetime.fromtimestamp(srv.clock(), ZoneInfo("UTC"))
+        now = datetime.fromtimestamp(srv.meter_clock(), ZoneInfo("UTC"))
         return _alert_view(rec, now, o.timezone, None)
 
     @app.delete("/api/v1/operations/{op}/alert", dependencies=[Depends(auth)])
@@ -248,7 +248,7 @@ def create_app(roster: Roster, ledger: Ledger, tokens: list[str], server: Any = 
         ended = srv.end_alert(op, id)
         if id is not None and not ended:
             raise HTTPException(404, f"no alert {id!r} to end in {op!r}")
-        now = datetime.fromtimestamp(srv.clock(), ZoneInfo("UTC"))
+        now = datetime.fromtimestamp(srv.meter_clock(), ZoneInfo("UTC"))
         return {"ended": [_alert_view(r, now, o.timezone, None) for r in ended]}
 
     @app.get("/api/v1/operations/{op}/alerts", dependencies=[Depends(auth)])
@@ -258,7 +258,7 @@ def create_app(roster: Roster, ledger: Ledger, tokens: list[str], server: Any = 
 
         o = op_or_404(op)
         srv = running()
-        now = datetime.fromtimestamp(srv.clock(), ZoneInfo("UTC"))
+        now = datetime.fromtimestamp(srv.meter_clock(), ZoneInfo("UTC"))
         records = srv.alerts.all(op)
         out = []
         for r in records:
