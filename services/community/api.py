@@ -324,11 +324,12 @@ async function load() {
     const [mem, alloc, comp, ref, obs] = await Promise.all([get(`/api/v1/operations/${op.id}/members`),
       get(`/api/v1/operations/${op.id}/allocation?month=${month}`), get(`/api/v1/operations/${op.id}/completeness?day=${day}`),
       get(`/api/v1/operations/${op.id}/refused?limit=20`), get(`/api/v1/operations/${op.id}/observers?day=${day}`)]);
-    const online = mem.filter(m => m.status === 'online').length;
+    const members = mem.filter(m => m.role !== 'observer');  // the cabin's meter is watched, not a member
+    const online = members.filter(m => m.status === 'online').length;
     const live = op.live ? `live: pool ${op.live.pool_w} W, consumption ${op.live.consumption_w} W, signal <b>${esc(op.live.signal)}</b>,
       ${op.live.members_reporting}/${op.live.members_total} reporting` : 'no live data';
     html += `<h2>${esc(op.name || op.id)}</h2><p>key in use: <b>${esc(op.key)}</b> (${esc(op.rounds.join(', '))});
-      <span class=online-count>${online}/${mem.length} members online</span>; ${live}</p>
+      <span class=online-count>${online}/${members.length} members online</span>; ${live}</p>
       <table><tr><th>member</th><th>role</th><th>status</th><th>last quarter-hour</th><th>quarter-hours ${esc(day)}</th>
       <th>received ${esc(month)} (Wh)</th><th>shared injection (Wh)</th><th>provisional (Wh)</th><th>difference (Wh)</th>
       <th>refused figures</th><th>statement</th></tr>` +
