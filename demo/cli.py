@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--speed", type=float, default=60.0, help="simulated seconds per real second (60: a quarter-hour every 15 s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--start", help="simulated start time, ISO 8601 (default: today 10:00 local)")
+    p.add_argument("--origin", help="the real time (ISO 8601) at which the simulated clock read --start "
+                   "(default: when the meter starts): meters started at different moments then keep one clock")
     p.add_argument("--duration", type=float, default=None, help="stop after this many real seconds")
     p.add_argument("--port", type=int, default=None,
                    help="serve the page and the API on 127.0.0.1:PORT (default 8080, or a free port when 8080 is taken)")
@@ -34,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_demo(args) -> int:
     import threading
+    from datetime import datetime
 
     from gateway.daemon import Daemon
 
@@ -43,6 +46,11 @@ def cmd_demo(args) -> int:
         raise CommandError(f"--port {args.port}: not a TCP port (1-65535)")
     elif not port_free("127.0.0.1", args.port):
         raise CommandError(f"--port {args.port}: cannot serve on 127.0.0.1:{args.port} (in use); choose another with --port")
+    if args.origin:
+        try:
+            datetime.fromisoformat(args.origin)
+        except ValueError:
+            raise CommandError(f"--origin {args.origin!r}: not an ISO 8601 time") from None
     if not 0 <= args.pv_kwp <= 100:
         raise CommandError(f"--pv-kwp {args.pv_kwp:g}: between 0 and 100 kWp")
     uplink = _read_join(args.join) if args.join else None
@@ -167,6 +175,8 @@ def _write_demo_config(d: Path, args, uplink: dict | None = None) -> tuple[Path,
     ]
     if args.start:
         lines.append(f"start = {json.dumps(args.start)}")
+    if getattr(args, "origin", None):
+        lines.append(f"origin = {json.dumps(args.origin)}")
     lines += [
         "[store]",
         f"path = {json.dumps(str(d / 'quartier.sqlite'))}",

@@ -3,8 +3,11 @@
 A Mosquitto broker configured as in production (TLS with a fresh community CA, one user per gateway,
 the generated ACL), the community server (``quartier community``) with its operator page, and two or
 more nodes, each a ``quartier demo`` (simulated meter on a pseudo-terminal, daemon, web page) that
-joins with the files provisioning wrote for it. The nodes' simulated meters share one start time and
-speed, so their quarter-hours close together and the server allocates each as soon as all are in.
+joins with the files provisioning wrote for it. The street's cabin meter is one more such node, an
+observer (reports, never allocated). The simulated meters share one clock (start, speed and the real
+instant it read the start), so their quarter-hours close together and the server allocates each as
+soon as all are in; the server judges collective alerts on that clock too, so the one scripted alert
+(reduce now, at a fixed simulated time) turns every node red when the meters reach it.
 
 Everything lives under ``--dir``; a second run reuses the CA, the pseudonym secret and the stores.
 Children run in their own sessions so that Ctrl-C stops them in order: nodes first (their daemons
@@ -27,7 +30,9 @@ import threading
 import time
 import tomllib
 from dataclasses import dataclass
-from datetime import datetime
+import urllib.error
+import urllib.request
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from demo.cli import free_port, port_free
@@ -53,6 +58,16 @@ MEMBERS = (
     DemoMember("atelier", "consumer", 0.0, 3, "541448820000001003", "workshop without solar panels"),
     DemoMember("ecole", "both", 12.0, 4, "541448820000001004", "school with 12 kWp"),
 )
+# the street's low-voltage cabin: watched, never a member (a simulated meter like the others; a real
+# one sees the whole street, a Flukso on a gateway)
+CABIN = DemoMember("cabine", "observer", 0.0, 9, "541448820000001099", "street cabin meter (observer)")
+
+# the scripted collective alert: reduce now, from the first quarter-hour ALERT_AFTER after the meters'
+# start (later if the meters are already past it), for ALERT_MINUTES simulated minutes
+ALERT_AFTER = timedelta(minutes=30)
+ALERT_LEAD = timedelta(minutes=10)  # simulated: the least notice the running nodes get
+ALERT_MINUTES = 30
+ALERT_MESSAGE = "Pointe à la cabine de la rue : réduisez votre consommation maintenant (démo)"
 
 
 class DemoError(Exception):
@@ -97,6 +112,7 @@ class Demo:
         self.args = args
         self.dir = args.dir.resolve()
         self.members = MEMBERS[: args.nodes]
+        self.meters = (*self.members, CABIN)  # everything that reports: the members and the cabin
         self.children: list[tuple[str, subprocess.Popen]] = []
         self.stop = threading.Event()
 
@@ -124,7 +140,7 @@ class Demo:
         old = self._secrets()
         secret = (old.get("server") or {}).get("pseudonym_secret") or secrets.token_urlsafe(24)
         token = ((old.get("api") or {}).get("tokens") or [secrets.token_urlsafe(18)])[0]
-        (self.dir / "community.toml").write_text(community_toml(self.members, self._start()))
+        (self.dir / "community.toml").write_text(community_toml(self.meters, self._start()))
 
         bdir = broker.BrokerDir(self.dir / "broker")
         try:
@@ -132,7 +148,7 @@ class Demo:
             if not bdir.server_cert.exists():
                 broker.issue_server_cert(bdir, ["127.0.0.1", "localhost"])
             server_password = broker.add_server_user(bdir, COMMUNITY, "community-server")
-            pseudonyms = {m.id: pseudonym(m.ean, secret) for m in self.members}
+            pseudonyms = {m.id: pseudonym(m.ean, secret) for m in self.meters}
             passwords = broker.add_gateways(bdir, COMMUNITY, {p: OPERATION for p in pseudonyms.values()})
         except broker.BrokerSetupError as exc:
             raise DemoError(str(exc)) from None
@@ -147,6 +163,8 @@ class Demo:
         self.operator_port = self.args.operator_port if port_free("127.0.0.1", self.args.operator_port) else free_port("127.0.0.1")
         qh_s = 900 / self.args.speed
         start = self._start()
+        # the simulated meters' one clock: it reads `start` now, and every meter and the server keep it
+        self.origin = datetime.now(timezone.utc)
         (self.dir / "server.toml").write_text(
             "# written by `quartier community demo`: the community server\n"
             'secrets_file = "server-secrets.toml"\n'
@@ -156,6 +174,9 @@ class Demo:
             # the simulated meters start at --start and run --speed times faster than the server's clock:
             # its admission window follows them (a month of running), or it would refuse honest figures
             f"max_age_s = {_demo_max_age_s(start):.0f}\nfuture_tolerance_s = {_demo_tolerance_s(start, self.args.speed):.0f}\n"
+            # collective alerts are judged on the meters' clock, as the nodes judge them
+            f"[server.meter_clock]\nstart = {json.dumps(start.isoformat())}\norigin = {json.dumps(self.origin.isoformat())}\n"
+            f"speed = {self.args.speed!r}\n"
             f'[broker]\nhost = "127.0.0.1"\nport = {self.broker_port}\nca_file = {json.dumps(str(bdir.ca_cert))}\n'
             'username = "community-server"\nclient_id = "quartier-community-demo"\n'
             f'[api]\nhost = "127.0.0.1"\nport = {self.operator_port}\n')
@@ -165,7 +186,7 @@ class Demo:
 
         self.nodes = []
         port = self.args.port
-        for m in self.members:
+        for m in self.meters:
             join = write_gateway_files(self.dir / m.id / "join", GatewayFiles(
                 member=m.id, community=COMMUNITY, operation=OPERATION, pseudonym=pseudonyms[m.id], meter=m.ean,
                 host="127.0.0.1", port=self.broker_port, password=passwords[pseudonyms[m.id]]), bdir.ca_cert)
@@ -184,7 +205,7 @@ class Demo:
             start = start.astimezone()
         # run again in the same directory: every meter goes on from where the furthest one stopped, so
         # their quarter-hours stay aligned (each daemon would otherwise resume from its own store)
-        ahead = [t for m in self.members if (t := _store_end(self.dir / m.id / "quartier.sqlite")) is not None]
+        ahead = [t for m in self.meters if (t := _store_end(self.dir / m.id / "quartier.sqlite")) is not None]
         if ahead and max(ahead) > start:
             start = max(ahead).astimezone(start.tzinfo)
         return start
@@ -226,23 +247,64 @@ class Demo:
                 log = self.dir / m.id / "demo.log"
                 p = self._spawn(f"node {m.id}", [
                     *py, "demo", "--dir", str(self.dir / m.id), "--port", str(port), "--speed", f"{self.args.speed:g}",
-                    "--seed", str(m.seed), "--pv-kwp", f"{m.pv_kwp:g}", "--start", self.start, "--join", str(join),
+                    "--seed", str(m.seed), "--pv-kwp", f"{m.pv_kwp:g}", "--start", self.start,
+                    "--origin", self.origin.isoformat(), "--join", str(join),
                 ], log)
             for (m, _, port), (name, p) in zip(self.nodes, self.children[2:], strict=True):
                 self._wait_port(name, port, p, self.dir / m.id / "demo.log")
-            self._banner(info["token"])
+            alert = self._scripted_alert(info["token"])
+            self._banner(info["token"], alert)
             return self._supervise()
         finally:
             self._stop_all()
 
-    def _banner(self, token: str) -> None:
+    def _clock(self):
+        from gateway.simulated_time import SimulatedTime
+
+        return SimulatedTime(datetime.fromisoformat(self.start), self.origin, self.args.speed)
+
+    def _scripted_alert(self, token: str) -> datetime | None:
+        """Schedule the demo's reduce-now alert through the operator API, as an operator would; its
+        start, or None (said on stderr) when the server refused it."""
+        clock = self._clock()
+        start = datetime.fromisoformat(self.start)
+        at = max(_ceil_quarter(start + ALERT_AFTER), _ceil_quarter(clock.now() + ALERT_LEAD))
+        api = f"http://127.0.0.1:{self.operator_port}/api/v1/operations/{OPERATION}"
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        body = json.dumps({"kind": "reduce", "minutes": ALERT_MINUTES, "message": ALERT_MESSAGE,
+                           "start": at.isoformat()}).encode()
+        try:
+            # run again in the same directory: the meters go on before the last run's alert, still
+            # ahead on their clock; announce that one rather than raise a second beside it
+            with urllib.request.urlopen(urllib.request.Request(f"{api}/alerts", headers=headers), timeout=15) as resp:
+                ahead = [datetime.fromisoformat(a["start"]) for a in json.loads(resp.read())["alerts"]
+                         if a["status"] in ("scheduled", "active") and a["message"] == ALERT_MESSAGE]
+            if ahead:
+                return min(ahead)
+            with urllib.request.urlopen(urllib.request.Request(f"{api}/alert", data=body, method="PUT", headers=headers),
+                                        timeout=15) as resp:
+                resp.read()
+        except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
+            detail = exc.read().decode(errors="replace")[:200] if isinstance(exc, urllib.error.HTTPError) else str(exc)
+            print(f"quartier community demo: the scripted alert was not raised: {detail}", file=sys.stderr)
+            return None
+        return at
+
+    def _banner(self, token: str, alert: datetime | None = None) -> None:
         qh_s = 900 / self.args.speed
         rows = "\n".join(f"  {m.id:<9} {m.what:<34} http://127.0.0.1:{port}/" for m, _, port in self.nodes)
+        if alert is not None:
+            in_s = max(0.0, (alert - self._clock().now()).total_seconds() / self.args.speed)
+            local = alert.astimezone(datetime.fromisoformat(self.start).tzinfo)
+            rows += (f"\n  scripted alert  the community asks every home to reduce at {local:%H:%M} simulated time, "
+                     f"in about {in_s:.0f} s,\n                  for {ALERT_MINUTES} simulated minutes "
+                     f"({ALERT_MINUTES * 60 / self.args.speed:.0f} s): every node turns red; once it is over, its\n"
+                     f"                  measured effect shows on the operator page")
         print(
             f"Quartier community demo: sharing operation {OPERATION!r} of community {COMMUNITY!r}, simulated meters\n"
             f"from {self.start} at {self.args.speed:g}x (a quarter-hour every {qh_s:.0f} s), all on this machine.\n"
             f"Each node's page shows the operation's live surplus, its consume-now signal and the member's own\n"
-            f"share of every quarter-hour the community server allocated:\n{rows}\n"
+            f"share of every quarter-hour the community server allocated (the cabin's meter is watched, not shared):\n{rows}\n"
             f"  operator page   http://127.0.0.1:{self.operator_port}/#token={token}\n"
             f"  broker          mqtts://127.0.0.1:{self.broker_port}  (TLS, community CA {self.ca_cert})\n"
             f"  logs            {self.dir}/community.log, {self.dir}/<member>/demo.log, {self.dir}/broker/mosquitto.log\n"
@@ -296,6 +358,9 @@ def community_toml(members: tuple[DemoMember, ...] | list[DemoMember], start: da
                      'levies = [{name = "excise", eur_kwh = 0.0475}, {name = "energy contribution", eur_kwh = 0.0019}]\n')
     for m in members:
         line = f'[[operations.members]]\nid = "{m.id}"\nname = "{m.what}"\nrole = "{m.role}"\nmeter = "{m.ean}"\n'
+        if m.role == "observer":  # watched, not a member: nothing to settle
+            lines.append(line)
+            continue
         price, fee = SUPPLIERS.get(m.id, ("0.15", None))
         line += f"supplier_energy_eur_kwh = {price}\n"
         if fee is not None:
@@ -317,6 +382,12 @@ def _demo_tolerance_s(start: datetime, speed: float) -> float:
     """The server's ``future_tolerance_s``: the simulated clock gains ``speed - 1`` seconds every
     second, from wherever ``start`` put it."""
     return max(0.0, start.timestamp() - time.time()) + speed * DEMO_RUN_S + 900
+
+
+def _ceil_quarter(t: datetime) -> datetime:
+    """The first quarter-hour boundary at or after ``t``."""
+    down = t.replace(minute=t.minute - t.minute % 15, second=0, microsecond=0)
+    return down if down == t else down + timedelta(minutes=15)
 
 
 def _store_end(path: Path) -> datetime | None:

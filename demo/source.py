@@ -26,6 +26,9 @@ class SimulatedSettings(SourceSettings):
     seed: int = 0
     pv_kwp: float = Field(default=4.0, ge=0, le=100)
     start: str | None = None  # ISO 8601; default: today 10:00 local (the sun is up)
+    # ISO 8601: the real instant the simulated clock read ``start``; meters (and a community server)
+    # given the same start, origin and speed keep one clock, whenever each process started
+    origin: str | None = None
 
     def describe(self) -> str:
         return f"simulated:{self.speed:g}x"
@@ -60,6 +63,12 @@ def _open(settings: SimulatedSettings, ctx: SourceContext) -> SimulatedSource:
     from p1.source import open_serial
 
     start = datetime.fromisoformat(settings.start) if settings.start else demo_start(ctx.timezone)
+    if settings.origin:
+        from gateway.simulated_time import SimulatedTime
+
+        origin = datetime.fromisoformat(settings.origin)
+        aware = [t if t.tzinfo is not None else t.astimezone() for t in (start, origin)]  # naive: local time
+        start = SimulatedTime(aware[0], aware[1], settings.speed).now()
     sim = MeterSimulator(start=start, seed=settings.seed, pv_kwp=settings.pv_kwp)
     last = ctx.baseline(sim.meter_id)
     if last is not None and last.end > start:

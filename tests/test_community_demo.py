@@ -5,7 +5,9 @@ server on this machine show the shared allocation and the operation's live signa
 TLS + per-gateway ACL configuration, `quartier community` (server + operator API), and two
 `quartier demo --join` nodes (simulated meter on a pty, daemon, web page). The test reads each node's
 API and page (headless Chromium), the operator API, and checks that what the nodes show is what the
-server allocated, conserved across the nodes.
+server allocated, conserved across the nodes. Issue 14: the street's cabin runs as a third node, an
+observer the operator sees; the demo's scripted collective alert turns every node red with its message
+at the simulated time the banner gives, and its measured effect appears on the operator API and page.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from demo.community import ALERT_MESSAGE
 from tests.browser import Browser
 from tests.servers import free_port, port_open
 
@@ -67,7 +70,7 @@ def community_demo(tmp_path: Path):
         banner = "".join(lines)
         nodes = dict(re.findall(r"^  (\w+)\s+.*?(http://127\.0\.0\.1:\d+/)$", banner, re.M))
         token = re.search(r"operator page\s+http://127\.0\.0\.1:\d+/#token=(\S+)", banner).group(1)
-        yield proc, nodes, f"http://127.0.0.1:{op_port}/", token, tmp_path / "demo"
+        yield proc, nodes, f"http://127.0.0.1:{op_port}/", token, tmp_path / "demo", banner, time.monotonic()
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -79,8 +82,40 @@ def community_demo(tmp_path: Path):
 
 
 def test_two_demo_nodes_and_a_community_server_show_the_shared_allocation_and_the_operation_signal(community_demo) -> None:
-    proc, nodes, operator, token, d = community_demo
-    assert set(nodes) == {"soleil", "voisin"}
+    proc, all_nodes, operator, token, d, banner, t_banner = community_demo
+    assert set(all_nodes) == {"soleil", "voisin", "cabine"}  # the street's cabin: an observer node
+    nodes = {k: v for k, v in all_nodes.items() if k != "cabine"}  # the members
+
+    # the scripted alert: the banner says when (simulated); at that time of the meters' clock every
+    # node, the cabin's too, turns red with the reason and the message, on one retained message
+    at = re.search(r"scripted alert\s+the community asks every home to reduce at (\d\d:\d\d) simulated time, "
+                   r"in about (\d+) s", banner)
+    assert at, banner
+    red: dict[str, float] = {}
+
+    def all_red() -> bool:
+        for name, url in all_nodes.items():
+            if name not in red:
+                sig = get(url + "api/v1/signal")
+                if sig["state"] == "red" and sig["reason"] == "reduce_now":
+                    assert sig["alert"]["message"] == ALERT_MESSAGE, sig
+                    assert sig["alert"]["start"] == f"{DAY}T{int(at.group(1)[:2]) - 2:02d}:{at.group(1)[3:]}:00Z", sig
+                    red[name] = time.monotonic() - t_banner
+        return len(red) == len(all_nodes)
+
+    poll(all_red, "every node red on the scripted alert", timeout=60)
+    print(f"scripted alert: banner said in about {at.group(2)} s; red after "
+          + ", ".join(f"{n} {s:.1f} s" for n, s in sorted(red.items())))
+    alert = get(operator + "api/v1/operations/rue-du-moulin/alerts", token)["alerts"]
+    assert [a["message"] for a in alert] == [ALERT_MESSAGE] and alert[0]["kind"] == "reduce"
+    assert alert[0]["status"] == "active"
+    assert {"members_kwh", "members_baseline_kwh", "members_change_pct", "observer_kwh", "observer_baseline_kwh",
+            "observer_change_pct"} <= set(alert[0]["effect"])
+
+    # the cabin is watched on the operator API: its live power and its quarter-hours, never a member
+    obs = poll(lambda: (o := get(operator + f"api/v1/operations/rue-du-moulin/observers?day={DAY}", token))
+               and o[0]["live"] and o, "the cabin's live power on the operator API")
+    assert [o["id"] for o in obs] == ["cabine"] and obs[0]["live"]["import_w"] >= 0
 
     # live: both members report; each node's live view carries the operation's totals and the
     # consume-now signal is computed on the operation's basis (the neighbour has no panels of its own)
@@ -114,6 +149,19 @@ def test_two_demo_nodes_and_a_community_server_show_the_shared_allocation_and_th
     # not one of their honest figures is refused
     assert get(operator + "api/v1/operations/rue-du-moulin/refused", token)["total"] == 0
     assert members["soleil"]["status"] == members["voisin"]["status"] == "online"
+    assert members["cabine"]["role"] == "observer" and "cabine" not in shared
+
+    # once the alert is over, its effect is measured on the quarter-hours of its window (no baseline:
+    # the demo has no earlier weeks) and each member's page has the collective result
+    done = poll(lambda: (a := get(operator + "api/v1/operations/rue-du-moulin/alerts", token)["alerts"][0])
+                ["status"] == "expired" and a["effect"]["members_kwh"] is not None and a, "the alert's measured effect",
+                timeout=40)
+    assert done["effect"]["members_kwh"] > 0 and done["effect"]["observer_kwh"] > 0
+    assert done["effect"]["members_baseline_kwh"] is None and done["effect"]["baseline_weeks"]["members"] == 0
+    for name, url in nodes.items():
+        poll(lambda u=url: (get(u + "api/v1/live").get("last_alert") or {}).get("id") == done["id"],
+             f"{name}: the last alert's collective result")
+        assert get(url + "api/v1/signal")["reason"] != "reduce_now"
 
     # the pages, in a real browser: the gauge is the operation's surplus, the signal light is lit, the
     # month card says the figures are the community's provisional allocation and shows the share
@@ -148,6 +196,11 @@ def test_two_demo_nodes_and_a_community_server_show_the_shared_allocation_and_th
         assert browser.js("location.hash") == ""  # the token left the address bar
         got = browser.js("parseInt(document.querySelector('tr[data-member=voisin] .received').textContent)")
         assert got > 0
+        # the alert, past, with the members' and the cabin's measured kWh
+        cell = f"document.querySelector('tr[data-alert=\"{done['id']}\"].expired .effect-members')"
+        browser.wait_js(f"{cell} && {cell}.textContent.startsWith('{done['effect']['members_kwh']} /')",
+                        timeout=20, what="operator page: the alert's effect")
+        assert browser.js("document.querySelector('tr[data-observer=cabine]') !== null")
         assert "prorata" in browser.js("document.getElementById('ops').textContent").lower()
     finally:
         browser.close()
@@ -155,9 +208,9 @@ def test_two_demo_nodes_and_a_community_server_show_the_shared_allocation_and_th
     # Ctrl-C stops everything in order and cleanly
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 0
-    for url in [*nodes.values(), operator]:
+    for url in [*all_nodes.values(), operator]:
         port = int(url.rsplit(":", 1)[1].strip("/"))
         assert not port_open("127.0.0.1", port), f"{url} still served after the demo stopped"
     assert "Traceback" not in (d / "community.log").read_text()
-    for name in nodes:
+    for name in all_nodes:
         assert "Traceback" not in (d / name / "demo.log").read_text()

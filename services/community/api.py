@@ -237,7 +237,7 @@ def create_app(roster: Roster, ledger: Ledger, tokens: list[str], server: Any = 
             rec = srv.raise_alert(op, kind=req.kind, message=req.message, minutes=req.minutes, start=req.start)
         except AlertInputError as exc:
             raise HTTPException(422, str(exc)) from None
-        now = datetime.fromtimestamp(srv.clock(), ZoneInfo("UTC"))
+        now = datetime.fromtimestamp(srv.meter_clock(), ZoneInfo("UTC"))
         return _alert_view(rec, now, o.timezone, None)
 
     @app.delete("/api/v1/operations/{op}/alert", dependencies=[Depends(auth)])
@@ -248,7 +248,7 @@ def create_app(roster: Roster, ledger: Ledger, tokens: list[str], server: Any = 
         ended = srv.end_alert(op, id)
         if id is not None and not ended:
             raise HTTPException(404, f"no alert {id!r} to end in {op!r}")
-        now = datetime.fromtimestamp(srv.clock(), ZoneInfo("UTC"))
+        now = datetime.fromtimestamp(srv.meter_clock(), ZoneInfo("UTC"))
         return {"ended": [_alert_view(r, now, o.timezone, None) for r in ended]}
 
     @app.get("/api/v1/operations/{op}/alerts", dependencies=[Depends(auth)])
@@ -258,7 +258,7 @@ def create_app(roster: Roster, ledger: Ledger, tokens: list[str], server: Any = 
 
         o = op_or_404(op)
         srv = running()
-        now = datetime.fromtimestamp(srv.clock(), ZoneInfo("UTC"))
+        now = datetime.fromtimestamp(srv.meter_clock(), ZoneInfo("UTC"))
         records = srv.alerts.all(op)
         out = []
         for r in records:
@@ -324,11 +324,12 @@ async function load() {
     const [mem, alloc, comp, ref, obs] = await Promise.all([get(`/api/v1/operations/${op.id}/members`),
       get(`/api/v1/operations/${op.id}/allocation?month=${month}`), get(`/api/v1/operations/${op.id}/completeness?day=${day}`),
       get(`/api/v1/operations/${op.id}/refused?limit=20`), get(`/api/v1/operations/${op.id}/observers?day=${day}`)]);
-    const online = mem.filter(m => m.status === 'online').length;
+    const members = mem.filter(m => m.role !== 'observer');  // the cabin's meter is watched, not a member
+    const online = members.filter(m => m.status === 'online').length;
     const live = op.live ? `live: pool ${op.live.pool_w} W, consumption ${op.live.consumption_w} W, signal <b>${esc(op.live.signal)}</b>,
       ${op.live.members_reporting}/${op.live.members_total} reporting` : 'no live data';
     html += `<h2>${esc(op.name || op.id)}</h2><p>key in use: <b>${esc(op.key)}</b> (${esc(op.rounds.join(', '))});
-      <span class=online-count>${online}/${mem.length} members online</span>; ${live}</p>
+      <span class=online-count>${online}/${members.length} members online</span>; ${live}</p>
       <table><tr><th>member</th><th>role</th><th>status</th><th>last quarter-hour</th><th>quarter-hours ${esc(day)}</th>
       <th>received ${esc(month)} (Wh)</th><th>shared injection (Wh)</th><th>provisional (Wh)</th><th>difference (Wh)</th>
       <th>refused figures</th><th>statement</th></tr>` +

@@ -132,6 +132,12 @@ def _run(args: argparse.Namespace) -> int:
 
     # joining or leaving is a file edit: the ticker sees the new file (or SIGHUP asks for it)
     watcher = CommunityFileWatcher(cfg.server.community_file, build)
+    meter_clock = None
+    if cfg.server.meter_clock is not None:  # the demo's simulated meters: alert windows on their time
+        from gateway.simulated_time import SimulatedTime
+
+        mc = cfg.server.meter_clock
+        meter_clock = SimulatedTime(mc.start, mc.origin, mc.speed).clock()
     server = CommunityServer(
         roster, ledger,
         BrokerLink(b.host, b.port, b.username, b.password.get_secret_value() or None,
@@ -140,7 +146,7 @@ def _run(args: argparse.Namespace) -> int:
         live_stale_s=cfg.server.live_stale_s, share_group=cfg.server.share_group, influx=influx,
         limits=Limits(max_age_s=cfg.server.max_age_s, future_tolerance_s=cfg.server.future_tolerance_s,
                       default_max_power_w=cfg.server.default_max_power_w),
-        reloader=watcher,
+        reloader=watcher, meter_clock=meter_clock,
     )
     import signal as _signal
 

@@ -7,6 +7,7 @@ the broker password, the InfluxDB token, the operator API tokens) are refused in
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -26,6 +27,23 @@ from services.community.reconcile import MAPPINGS, ColumnMapping, ReconcileError
 
 class _S(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class MeterClockSection(_S):
+    """``[server.meter_clock]``: the meters' clock when they are simulated (``quartier community demo``):
+    ``start`` at the real instant ``origin``, ``speed`` times faster. Collective alert windows are
+    judged on it, as the nodes judge them on their meters' time; unset, the real clock."""
+
+    start: datetime
+    origin: datetime
+    speed: float = Field(gt=0, le=3600)
+
+    @field_validator("start", "origin")
+    @classmethod
+    def _aware(cls, v: datetime) -> datetime:
+        if v.tzinfo is None:
+            raise ValueError("give a time zone (e.g. 2026-06-21T11:00:00+02:00)")
+        return v
 
 
 class ServerSection(_S):
@@ -70,6 +88,7 @@ class ServerSection(_S):
     future_tolerance_s: float = Field(default=DEFAULT_FUTURE_TOLERANCE_S, ge=0)  # a meter clock ahead
     default_max_power_w: float = Field(default=DEFAULT_MAX_POWER_W, gt=0)  # 3 x 400 V x 63 A
     pseudonym_secret: SecretStr = SecretStr("")  # secrets file
+    meter_clock: MeterClockSection | None = None  # the demo's simulated meters; None: real time
 
 
 class BrokerSection(_S):

@@ -126,12 +126,15 @@ class CommunityServer:
         share_group: str | None = None,
         influx: dict[str, str] | None = None,
         clock: Callable[[], float] = time.time,
+        meter_clock: Callable[[], float] | None = None,
         on_allocated: Callable[[QuarterHourResult], None] | None = None,
         limits: Limits | None = None,
         reloader: Any = None,
     ) -> None:
         """``reloader``: a :class:`~services.community.reload.CommunityFileWatcher` (or anything with
-        ``poll() -> Roster | None``) the ticker asks every few seconds for an edited community file."""
+        ``poll() -> Roster | None``) the ticker asks every few seconds for an edited community file.
+        ``meter_clock``: the meters' time, on which alert windows are judged (the nodes judge them on
+        their meters' time); default ``clock``. Only the demo's fast simulated meters need another."""
         import paho.mqtt.client as mqtt
 
         self.roster = roster
@@ -140,6 +143,7 @@ class CommunityServer:
         self.totals_interval_s = totals_interval_s
         self.live_stale_s = live_stale_s
         self.clock = clock
+        self.meter_clock = meter_clock or clock
         self.on_allocated = on_allocated
         self.limits = limits or Limits()
         self.reloader = reloader
@@ -583,7 +587,7 @@ class CommunityServer:
     def raise_alert(self, op: str, *, kind: str, message: str, minutes: int,
                     start: datetime | None = None) -> alert_rules.AlertRecord:
         """Record an alert and publish the operation's alerts at once (``AlertInputError`` if refused)."""
-        now = datetime.fromtimestamp(self.clock(), timezone.utc)
+        now = datetime.fromtimestamp(self.meter_clock(), timezone.utc)
         begin, until = alert_rules.check_request(start, minutes, now)
         rec = self.alerts.add(op, kind, message, begin, until, now)
         log.info("community.alert_raised", extra={"operation": op, "alert": rec.id, "kind": kind,
@@ -592,7 +596,7 @@ class CommunityServer:
         return rec
 
     def end_alert(self, op: str, alert_id: str | None = None) -> list[alert_rules.AlertRecord]:
-        now = datetime.fromtimestamp(self.clock(), timezone.utc)
+        now = datetime.fromtimestamp(self.meter_clock(), timezone.utc)
         ended = self.alerts.end(op, now, alert_id)
         log.info("community.alert_ended", extra={"operation": op, "alerts": ",".join(r.id for r in ended)})
         self.publish_alerts(op)
@@ -612,7 +616,7 @@ class CommunityServer:
 
     def publish_alerts(self, op: str, *, force: bool = True) -> bool:
         """Publish the operation's alerts (retained, QoS 1) when they changed or ``force``."""
-        now = datetime.fromtimestamp(self.clock(), timezone.utc)
+        now = datetime.fromtimestamp(self.meter_clock(), timezone.utc)
         with self._alerts_lock:
             records = self.alerts.all(op)
             live = alert_rules.to_publish(records, now, MAX_ALERTS)
