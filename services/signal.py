@@ -168,6 +168,8 @@ class Signal:
     detail: str = ""
     alert: Alert | None = None
     triggered_w: float = 0.0  # known triggered load that was added back
+    held_until: datetime | None = None  # when held: the end of the minimum hold time
+    quarter_end: datetime | None = None  # the end of the quarter-hour the balance is about
 
     def as_dict(self) -> dict[str, object]:
         """The JSON object of ``GET /api/v1/signal`` and the MQTT ``signal`` topic."""
@@ -184,6 +186,8 @@ class Signal:
             "held": self.held,
             "pending": self.pending.value if self.pending else None,
             "triggered_w": round(self.triggered_w),
+            "held_until": None if self.held_until is None else _iso(self.held_until),
+            "quarter_end": None if self.quarter_end is None else _iso(self.quarter_end),
             "alert": None if self.alert is None else {
                 "message": self.alert.message, "start": _iso(self.alert.start), "until": _iso(self.alert.until),
                 "kind": self.alert.kind, "id": self.alert.id},
@@ -308,6 +312,8 @@ def next_signal(previous: Signal | None, inputs: SignalInputs, settings: SignalS
         detail=describe(state, reason, headroom, held=held, alert=alert),
         alert=alert,
         triggered_w=triggered_w,
+        held_until=since + timedelta(seconds=s.hold_s) if held else None,
+        quarter_end=None if q is None else q.end,
     )
 
 

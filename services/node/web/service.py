@@ -22,6 +22,7 @@ from services.node.web.figures import Prices, local_midnight
 from services.node.web.fleet import Fleet, MemberQuarterHour, OperationSetup
 from services.node.web.history import History
 from services.node.web.live_client import LiveClient
+from services.signal_words import LANGS
 from services.node.web.state import DayTotals, NodeState, Update
 
 log = get_logger("quartier.services.web")
@@ -84,6 +85,7 @@ class WebService:
                                                 rounds=(), members=()))
         self.state = NodeState(
             tz=ZoneInfo(settings.timezone), signal_settings=settings.signal, meter_id=settings.meter_id, fleet=self.fleet,
+            language=settings.language if settings.language in LANGS else "en",
         )
         self.client = LiveClient(settings.socket_path, self._on_message, self.state.set_connected)
         self.mqtt_feed = mqtt_feed
