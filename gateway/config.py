@@ -107,6 +107,7 @@ class SignalConfig(_Section):
     red_enter_w: float = 0
     red_exit_w: float = 150
     hold_s: float = Field(default=120, ge=0, le=3600)  # minimum time a state is shown
+    max_hold_s: float = Field(default=600, ge=0, le=3600)  # a flapping light's hold doubles up to this
     stale_after_s: float = Field(default=30, gt=0)
 
     @model_validator(mode="after")

@@ -21,7 +21,7 @@ flip it.
 
 Two more guards against flapping: hysteresis (entering green needs more headroom than staying green;
 leaving red needs more than staying out of it) and a minimum hold time (a state, once shown, stays at
-least ``hold_s``). A collective alert overrides both: it turns the signal red at once and its end
+least ``hold_s``, doubled up to ``max_hold_s`` while it flaps: see :func:`_next_hold`). A collective alert overrides both: it turns the signal red at once and its end
 releases it at once.
 
 No feedback loop: a signal that households follow triggers load, which eats the surplus and would
@@ -84,6 +84,7 @@ class SignalSettings:
     red_enter_w: float = 0.0  # -> red at or below this
     red_exit_w: float = 150.0  # red -> amber/green only at or above this
     hold_s: float = 120.0  # minimum time a state is shown
+    max_hold_s: float = 600.0  # a flapping light's hold doubles up to this (== hold_s: no back-off)
     stale_after_s: float = 30.0  # own live data older than this is not trusted
     operation_stale_after_s: float = 120.0  # fleet totals older than this: fall back to the own meter
 
@@ -92,7 +93,7 @@ class SignalSettings:
             raise ValueError("signal thresholds must satisfy red_enter_w < red_exit_w <= green_enter_w")
         if not self.red_enter_w < self.green_exit_w <= self.green_enter_w:
             raise ValueError("signal thresholds must satisfy red_enter_w < green_exit_w <= green_enter_w")
-        if self.hold_s < 0 or self.stale_after_s <= 0 or self.operation_stale_after_s <= 0:
+        if self.hold_s < 0 or self.max_hold_s < 0 or self.stale_after_s <= 0 or self.operation_stale_after_s <= 0:
             raise ValueError("signal hold and staleness times must be positive")
 
 
@@ -168,6 +169,9 @@ class Signal:
     detail: str = ""
     alert: Alert | None = None
     triggered_w: float = 0.0  # known triggered load that was added back
+    held_until: datetime | None = None  # when held: the end of the minimum hold time
+    hold_s: float | None = None  # the hold of this state (None: the settings' hold_s)
+    quarter_end: datetime | None = None  # the end of the quarter-hour the balance is about
 
     def as_dict(self) -> dict[str, object]:
         """The JSON object of ``GET /api/v1/signal`` and the MQTT ``signal`` topic."""
@@ -184,6 +188,8 @@ class Signal:
             "held": self.held,
             "pending": self.pending.value if self.pending else None,
             "triggered_w": round(self.triggered_w),
+            "held_until": None if self.held_until is None else _iso(self.held_until),
+            "quarter_end": None if self.quarter_end is None else _iso(self.quarter_end),
             "alert": None if self.alert is None else {
                 "message": self.alert.message, "start": _iso(self.alert.start), "until": _iso(self.alert.until),
                 "kind": self.alert.kind, "id": self.alert.id},
@@ -273,6 +279,7 @@ def next_signal(previous: Signal | None, inputs: SignalInputs, settings: SignalS
             reason = {State.GREEN: Reason.SURPLUS, State.AMBER: Reason.SMALL_SURPLUS, State.RED: Reason.NO_SURPLUS}[target]
     headroom = max(0, round(balance)) if balance is not None else 0
 
+    hold_s = None if previous is None else previous.hold_s
     if alert is not None:
         consume = alert.kind == "consume"
         state = State.GREEN if consume else State.RED
@@ -281,18 +288,22 @@ def next_signal(previous: Signal | None, inputs: SignalInputs, settings: SignalS
         since = previous.since if previous is not None and previous.reason is reason else now
         valid_until = alert.until
         headroom = headroom if consume else 0
+        hold_s = None
     else:
         was_alert = previous is not None and previous.reason in _ALERT_REASONS
         if previous is None or was_alert or target is previous.state:
             state, held, pending = target, False, None
             since = now if previous is None or was_alert or target is not previous.state else previous.since
-        elif (now - previous.since).total_seconds() < s.hold_s:
+            if previous is None or was_alert:
+                hold_s = None
+        elif (now - previous.since).total_seconds() < _hold(previous, s):
             state, held, pending = previous.state, True, target
             since = previous.since
             reason = _natural_reason(previous) if reason is not Reason.STALE_DATA else reason
         else:
             state, held, pending, since = target, False, None, now
-        valid_until = _valid_until(state, since, now, q, inputs.triggered, s)
+            hold_s = _next_hold(previous, now, s)
+        valid_until = _valid_until(state, since, now, q, inputs.triggered, s, hold_s)
 
     return Signal(
         state=state,
@@ -308,7 +319,27 @@ def next_signal(previous: Signal | None, inputs: SignalInputs, settings: SignalS
         detail=describe(state, reason, headroom, held=held, alert=alert),
         alert=alert,
         triggered_w=triggered_w,
+        held_until=since + timedelta(seconds=hold_s if hold_s is not None else s.hold_s) if held else None,
+        hold_s=hold_s,
+        quarter_end=None if q is None else q.end,
     )
+
+
+def _hold(sig: Signal, s: SignalSettings) -> float:
+    return s.hold_s if sig.hold_s is None else sig.hold_s
+
+
+def _next_hold(previous: Signal | None, now: datetime, s: SignalSettings) -> float | None:
+    """The hold of a state entered now: doubled (up to ``max_hold_s``) when the state it replaces
+    lasted less than twice its own hold — the light is flapping (clouds passing while the oven is on),
+    so it waits longer; back to ``hold_s`` after a calm state. Like route-flap damping: a single change
+    is shown at once, a series of them slows down."""
+    if previous is None or previous.reason in _ALERT_REASONS or s.max_hold_s <= s.hold_s:
+        return None
+    last = _hold(previous, s)
+    if (now - previous.since).total_seconds() < 2 * last:
+        return min(s.max_hold_s, 2 * last) if last > 0 else None
+    return None
 
 
 def _natural_reason(previous: Signal) -> Reason:
@@ -318,13 +349,14 @@ def _natural_reason(previous: Signal) -> Reason:
 
 
 def _valid_until(
-    state: State, since: datetime, now: datetime, q: QuarterSoFar | None, loads: Sequence[TriggeredLoad], s: SignalSettings
+    state: State, since: datetime, now: datetime, q: QuarterSoFar | None, loads: Sequence[TriggeredLoad], s: SignalSettings,
+    hold_s: float | None = None,
 ) -> datetime:
     """How long the state is expected to hold: at least the hold time; if the current power holds,
     the projection does not move until the quarter-hour ends (then the banked energy restarts from
     zero), so the end of the quarter-hour; one more quarter-hour when the next one, starting from the
     current power alone, would call for the same state."""
-    hold_end = since + timedelta(seconds=s.hold_s)
+    hold_end = since + timedelta(seconds=s.hold_s if hold_s is None else hold_s)
     if q is None:
         return max(hold_end, now)
     end = q.end

@@ -20,6 +20,7 @@ default the host name). Plain numbers unless marked JSON; (r) = retained::
     <base>/<node>/signal                           JSON (r): the /api/v1/signal object
     <base>/<node>/signal/state                     green | amber | red (r)
     <base>/<node>/signal/headroom_w                W (r)
+    <base>/<node>/signal/reason_text               the signal in words, in the node's language (r; the page's wording)
     <base>/<node>/signal/triggered_load/<id>/set   (subscribed) W a load started because of the signal; 0 = stopped
     <base>/<node>/diagnostics/refused              readings the daemon refused, all meters (r)
     <base>/<node>/diagnostics/metering             JSON (r): accepted and refused per meter and reason
@@ -102,6 +103,7 @@ class Topics:
         self.signal = f"{r}/signal"
         self.signal_state = f"{r}/signal/state"
         self.headroom = f"{r}/signal/headroom_w"
+        self.reason_text = f"{r}/signal/reason_text"
         self.triggered_set = f"{r}/signal/triggered_load/+/set"
         self.refused = f"{r}/diagnostics/refused"
         self.metering = f"{r}/diagnostics/metering"
@@ -160,6 +162,9 @@ def discovery_config(t: Topics) -> dict:
         "signal": {"p": "sensor", "name": "Consume-now signal", "unique_id": f"{uid}_signal", "state_topic": t.signal_state,
                    "device_class": "enum", "options": ["green", "amber", "red"], "icon": "mdi:traffic-light"},
         "headroom": power("Surplus headroom", t.headroom, key="headroom"),
+        # the page's sentence (services/signal_words.py): held or not, the quarter-hour's balance
+        "reason_text": {"p": "sensor", "name": "Consume-now signal in words", "unique_id": f"{uid}_reason_text",
+                        "state_topic": t.reason_text, "icon": "mdi:message-text"},
         "consume_now": {"p": "binary_sensor", "name": "Consume now", "unique_id": f"{uid}_consume_now",
                         "state_topic": t.signal_state, "value_template": "{{ 'ON' if value == 'green' else 'OFF' }}",
                         "icon": "mdi:solar-power"},
@@ -217,9 +222,12 @@ def live_messages(t: Topics, live: dict) -> list[Message]:
 
 
 def signal_messages(t: Topics, signal: dict) -> list[Message]:
-    return [(t.signal, json.dumps(signal, separators=(",", ":")), True),
-            (t.signal_state, signal["state"], True),
-            (t.headroom, str(signal["headroom_w"]), True)]
+    out = [(t.signal, json.dumps(signal, separators=(",", ":")), True),
+           (t.signal_state, signal["state"], True),
+           (t.headroom, str(signal["headroom_w"]), True)]
+    if signal.get("text"):
+        out.append((t.reason_text, signal["text"], True))
+    return out
 
 
 def diagnostic_messages(t: Topics, metering: dict | None) -> list[Message]:
@@ -387,7 +395,7 @@ class MqttFeed:
                 self._publish(topic, payload, retain=retain)
         if signal:
             self._last_signal = now
-            for topic, payload, retain in signal_messages(self.topics, self.state.signal.as_dict()):
+            for topic, payload, retain in signal_messages(self.topics, self.state.signal_view()):
                 self._publish(topic, payload, retain=retain)
 
     def _on_update(self, update) -> None:

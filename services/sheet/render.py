@@ -9,6 +9,8 @@ from importlib import resources
 from string import Template
 
 from services.sheet.figures import LANGS, SheetFigures
+from services.signal import State
+from services.signal_words import legend as light_legend
 
 # -- words (fr, nl, en) ----------------------------------------------------------------------------
 
@@ -46,11 +48,6 @@ TEXT: dict[str, dict[str, str]] = {
         "best_unknown": "Not known yet: they need the community's figures.",
         "chart": "Surplus per hour of the day, on average this month",
         "light": "The light at home",
-        "light_green": "green: use electricity now",
-        "light_amber": "orange: small appliances only",
-        "light_red": "red: no surplus now",
-        "light_blink": "red blinking: please use less now",
-        "light_unsure": "orange blinking slowly: no data, the light does not know",
         "measured": "Measured on {days} of {total} days.",
         "estimated": "{n} quarter-hours were estimated after an interruption.",
         "provisional": "These figures are provisional: the official figures come from your grid operator.",
@@ -85,11 +82,6 @@ TEXT: dict[str, dict[str, str]] = {
         "best_unknown": "Pas encore connues : il faut les chiffres de la communauté.",
         "chart": "Surplus par heure de la journée, en moyenne ce mois-ci",
         "light": "La lampe à la maison",
-        "light_green": "vert : consommez maintenant",
-        "light_amber": "orange : petits appareils seulement",
-        "light_red": "rouge : pas de surplus",
-        "light_blink": "rouge clignotant : consommez moins, s'il vous plaît",
-        "light_unsure": "orange clignotant lentement : pas de données, la lampe ne sait pas",
         "measured": "Mesuré {days} jours sur {total}.",
         "estimated": "{n} quarts d'heure ont été estimés après une interruption.",
         "provisional": "Ces chiffres sont provisoires : les chiffres officiels viennent de votre gestionnaire de réseau.",
@@ -123,11 +115,6 @@ TEXT: dict[str, dict[str, str]] = {
         "best_unknown": "Nog niet bekend: daarvoor zijn de cijfers van de gemeenschap nodig.",
         "chart": "Overschot per uur van de dag, gemiddeld deze maand",
         "light": "Het lampje thuis",
-        "light_green": "groen: nu stroom gebruiken",
-        "light_amber": "oranje: alleen kleine toestellen",
-        "light_red": "rood: geen overschot",
-        "light_blink": "rood knipperend: graag minder verbruiken",
-        "light_unsure": "oranje traag knipperend: geen gegevens, het lampje weet het niet",
         "measured": "Gemeten op {days} van de {total} dagen.",
         "estimated": "{n} kwartieren werden geschat na een onderbreking.",
         "provisional": "Deze cijfers zijn voorlopig: de officiële cijfers komen van uw netbeheerder.",
@@ -255,6 +242,7 @@ def render_html(f: SheetFigures, lang: str, *, name: str | None = None, communit
     to_grid = (f'<div class="figure"><div class="label">{e(t["to_grid"])}</div>'
                f'<div class="value">{e(format_kwh(f.export_wh, lang))}</div></div>') if f.export_wh else ""
     subtitle = " · ".join(x for x in (community, t["for"].format(name=name) if name else None) if x)
+    legend = light_legend(lang)
     css = resources.files("services.sheet").joinpath("sheet.css").read_text(encoding="utf-8")
     page = resources.files("services.sheet").joinpath("sheet.html").read_text(encoding="utf-8")
     return Template(page).substitute(
@@ -274,11 +262,13 @@ def render_html(f: SheetFigures, lang: str, *, name: str | None = None, communit
         best_label=e(t["best"]),
         best_block=best_block,
         light_label=e(t["light"]),
-        light_green=e(t["light_green"]),
-        light_amber=e(t["light_amber"]),
-        light_red=e(t["light_red"]),
-        light_blink=e(t["light_blink"]),
-        light_unsure=e(t["light_unsure"]),
+        # the page's and the MQTT feed's words for the light (services/signal_words.py)
+        light_green=e(legend[State.GREEN]),
+        light_amber=e(legend[State.AMBER]),
+        light_red=e(legend[State.RED]),
+        light_blink=e(legend["blink"]),
+        light_unsure=e(legend["unsure"]),
+
         quality=e(" ".join(quality)),
         provisional=e(t["binding" if binding else "provisional"]),
         footer=e(t["footer"].format(meter=f.meter_id, date=(made_on or date.today()).isoformat())),

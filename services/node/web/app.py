@@ -147,8 +147,9 @@ def create_app(service: WebService) -> FastAPI:
     @app.get(f"{API}/signal", summary="The consume-now signal")
     def signal() -> dict:
         """``state`` green (surplus: run appliances now), amber (small or uncertain surplus) or red
-        (none, or a collective reduce-now alert); ``headroom_w``; ``reason``; ``valid_until``."""
-        return service.state.signal.as_dict()
+        (none, or a collective reduce-now alert); ``headroom_w``; ``reason``; ``valid_until``; ``held`` and
+        ``held_until``; ``words`` (headline and reason sentence in fr/nl/en) and ``text`` (the node's language)."""
+        return service.state.signal_view()
 
     @app.get(f"{API}/quarter-hours", summary="Closed quarter-hours with their quality")
     def quarter_hours(

@@ -22,6 +22,7 @@ from services.node.web.figures import Prices, local_midnight
 from services.node.web.fleet import Fleet, MemberQuarterHour, OperationSetup
 from services.node.web.history import History
 from services.node.web.live_client import LiveClient
+from services.signal_words import LANGS
 from services.node.web.state import DayTotals, NodeState, Update
 
 log = get_logger("quartier.services.web")
@@ -65,7 +66,7 @@ class WebSettings:
             member_id=cfg.uplink.pseudonym if cfg.uplink.enabled else None,
             signal=SignalSettings(
                 green_enter_w=s.green_enter_w, green_exit_w=s.green_exit_w, red_enter_w=s.red_enter_w,
-                red_exit_w=s.red_exit_w, hold_s=s.hold_s, stale_after_s=s.stale_after_s,
+                red_exit_w=s.red_exit_w, hold_s=s.hold_s, max_hold_s=s.max_hold_s, stale_after_s=s.stale_after_s,
             ),
         )
 
@@ -84,6 +85,7 @@ class WebService:
                                                 rounds=(), members=()))
         self.state = NodeState(
             tz=ZoneInfo(settings.timezone), signal_settings=settings.signal, meter_id=settings.meter_id, fleet=self.fleet,
+            language=settings.language if settings.language in LANGS else "en",
         )
         self.client = LiveClient(settings.socket_path, self._on_message, self.state.set_connected)
         self.mqtt_feed = mqtt_feed

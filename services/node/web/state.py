@@ -25,6 +25,8 @@ from services.signal import (
     TriggeredLoad,
 )
 from services.node.web.fleet import Fleet
+from services.signal_words import text as signal_text
+from services.signal_words import words as signal_words
 
 log = get_logger("quartier.services.web")
 
@@ -83,6 +85,7 @@ class NodeState:
     meter_id: str | None = None  # the shown meter; None: the first one that sends a reading
     fleet: Fleet = field(default_factory=Fleet)
     clock: Callable[[], float] = time.monotonic
+    language: str = "en"  # the node's language (web.language): the MQTT feed's text sensor speaks it
     connected: bool = False
     reading: dict | None = None  # the shown meter's latest "reading" message
     received_monotonic: float | None = None
@@ -281,6 +284,15 @@ class NodeState:
         assert self._tracker.current is not None
         return self._tracker.current
 
+    def signal_view(self) -> dict:
+        """The signal object with its words (``words[lang]`` = headline and reason in fr/nl/en) and
+        ``text``, both in the node's language: the page, the API and the MQTT feed say the same."""
+        sig = self.signal
+        out = sig.as_dict()
+        out["words"] = signal_words(sig, self.tz)
+        out["text"] = signal_text(sig, self.language, self.tz)
+        return out
+
     def live(self) -> dict:
         """The ``GET /api/v1/live`` object (also the stream's and the MQTT feed's source)."""
         r = self.reading
@@ -299,7 +311,7 @@ class NodeState:
             "month_peak_w": None,
             "today": None,
             "operation": None,
-            "signal": self.signal.as_dict(),
+            "signal": self.signal_view(),
             "last_alert": self.last_alert_result,
         }
         if r is not None:

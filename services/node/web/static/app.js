@@ -81,9 +81,8 @@
     light.className = "light " + s.state;
     light.setAttribute("aria-label", s.state);
     document.body.dataset.signal = s.state;
-    $("sentence").textContent = t("signal." + s.reason);
-    $("headroom").textContent = s.headroom_w > 0 && s.state !== "red" ? t("headroom", { w: watts(s.headroom_w) }) : "";
-    $("until").textContent = s.valid_until ? t("until", { t: hhmm(s.valid_until) }) : "";
+    // sentences and gauge: one story about the quarter-hour (story.js)
+    window.QuartierStory.render(L, { t, lang: state.lang, watts, hhmm });
     const am = $("alert-msg");
     am.hidden = !(s.alert && s.alert.message);
     am.textContent = s.alert && s.alert.message ? t("alert_from", { m: s.alert.message }) : "";
@@ -98,16 +97,6 @@
         : t(p <= 0 ? "alert_result_less" : "alert_result_more", { d, p: Math.abs(p).toLocaleString(locale(), { maximumFractionDigits: 0 }) });
     }
 
-    // the gauge: the operation's surplus when known, else this meter's export minus import
-    let surplus = null;
-    if (L.operation) surplus = L.operation.surplus_w;
-    else if (L.power) surplus = L.power.export_w - L.power.import_w;
-    const span = Math.max(3000, Math.ceil(Math.abs(surplus || 0) / 1000) * 1000);
-    const frac = surplus === null ? 0 : Math.max(-1, Math.min(1, surplus / span));
-    $("needle").style.transform = "rotate(" + (frac * 90) + "deg)";
-    $("g-min").textContent = "-" + span / 1000 + " kW";
-    $("g-max").textContent = "+" + span / 1000 + " kW";
-    $("surplus-w").textContent = watts(surplus);
     $("surplus-basis").textContent = t("basis_" + s.basis);
     $("import-w").textContent = L.power ? watts(L.power.import_w) : "–";
     $("export-w").textContent = L.power ? watts(L.power.export_w) : "–";

@@ -2,6 +2,12 @@
 "use strict";
 window.QUARTIER_I18N = {
   fr: {
+    qh_balance: "Bilan du quart d'heure (prévu)",
+    can_add: "Encore possible jusqu'à {t} : ≈ {w} de plus",
+    cannot_add: "Rien de plus sans prélever sur le réseau avant {t}",
+    meter_now_import: "Votre compteur à cette seconde : prélève {w}",
+    meter_now_export: "Votre compteur à cette seconde : injecte {w}",
+    meter_now_zero: "Votre compteur à cette seconde : 0 W",
     connecting: "connexion…", live: "en direct", offline: "hors ligne",
     gateway_offline: "Passerelle hors ligne : pas de données du compteur pour l'instant.",
     page_offline: "Connexion perdue avec le service : nouvel essai…",
@@ -30,6 +36,12 @@ window.QUARTIER_I18N = {
     alert_result_none: "Dernière alerte ({d}) : pas encore assez de données pour mesurer l'effort du quartier."
   },
   nl: {
+    qh_balance: "Saldo van het kwartier (verwacht)",
+    can_add: "Nog mogelijk tot {t}: ≈ {w} extra",
+    cannot_add: "Niets extra zonder afname van het net vóór {t}",
+    meter_now_import: "Uw meter op deze seconde: neemt {w} af",
+    meter_now_export: "Uw meter op deze seconde: injecteert {w}",
+    meter_now_zero: "Uw meter op deze seconde: 0 W",
     connecting: "verbinden…", live: "live", offline: "offline",
     gateway_offline: "Gateway offline: voorlopig geen metergegevens.",
     page_offline: "Verbinding met de dienst verloren: nieuwe poging…",
@@ -58,6 +70,12 @@ window.QUARTIER_I18N = {
     alert_result_none: "Laatste oproep ({d}): nog niet genoeg gegevens om het effect van de buurt te meten."
   },
   en: {
+    qh_balance: "This quarter-hour's balance (projected)",
+    can_add: "Can still be added until {t}: ≈ {w} more",
+    cannot_add: "Nothing more without importing before {t}",
+    meter_now_import: "Your meter this second: importing {w}",
+    meter_now_export: "Your meter this second: exporting {w}",
+    meter_now_zero: "Your meter this second: 0 W",
     connecting: "connecting…", live: "live", offline: "offline",
     gateway_offline: "Gateway offline: no meter data for now.",
     page_offline: "Lost the connection to the service: retrying…",
