@@ -15,6 +15,7 @@ import pytest
 
 from gateway.live import LivePipeline, LivePublisher
 from gateway.model import ClockQuality, Reading
+from gateway.plausibility import Limits
 from gateway.store import Store
 
 
@@ -134,6 +135,10 @@ def test_too_long_a_path_is_a_clear_error(sock_dir: Path):
         pub.start()
 
 
+# these readings come minutes apart, not a meter's second: the gate believes such gaps at once
+MINUTES_APART = Limits(clock_tolerance_s=None, max_jump_s=3600, cadence_factor=None)
+
+
 def _reading(t: datetime, imp: int, exp: int, import_w: float, export_w: float) -> Reading:
     return Reading(meter_id="m1", time=t, import_wh={"1": imp}, export_wh={"1": exp}, import_w=import_w,
                    export_w=export_w, clock=ClockQuality.METER, month_peak_w=2500.0)
@@ -141,7 +146,7 @@ def _reading(t: datetime, imp: int, exp: int, import_w: float, export_w: float) 
 
 def test_live_pipeline_publishes_readings_and_committed_quarter_hours(publisher: LivePublisher, sock_dir: Path):
     store = Store(sock_dir / "s.sqlite")
-    pipeline = LivePipeline(store, publisher=publisher)
+    pipeline = LivePipeline(store, publisher=publisher, limits=MINUTES_APART)
     sub = Subscriber(publisher.path)
     try:
         assert sub.next()["type"] == "hello"
@@ -177,7 +182,7 @@ def test_a_broken_publisher_never_reaches_metering(sock_dir: Path):
 
     store = Store(sock_dir / "s.sqlite")
     try:
-        pipeline = LivePipeline(store, publisher=Broken())  # type: ignore[arg-type]
+        pipeline = LivePipeline(store, publisher=Broken(), limits=MINUTES_APART)  # type: ignore[arg-type]
         t0 = datetime(2026, 6, 1, 10, 0, tzinfo=UTC)
         pipeline.feed_reading(_reading(t0, 0, 0, 0.0, 0.0))
         committed = pipeline.feed_reading(_reading(t0 + timedelta(minutes=15), 50, 10, 0.0, 0.0))
