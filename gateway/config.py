@@ -62,6 +62,11 @@ class InfluxConfig(_Section):
     token: SecretStr = SecretStr("")
     timeout_s: float = Field(default=10, gt=0)
     backoff_max_s: float = Field(default=300, gt=0)
+    # the live measurement (gateway/sinks/influx_live.py): each meter's latest reading every this many
+    # seconds, besides the quarter-hours; unset: off. Never through the outbox; bounded when down.
+    live_interval_s: float | None = Field(default=None, ge=1, le=3600)
+    live_measurement: str = Field(default="live", min_length=1)
+    live_max_points: int = Field(default=2000, ge=1, le=100_000)  # kept while the database is down
 
     @field_validator("url")
     @classmethod
@@ -406,6 +411,7 @@ enabled = false
 url = "http://127.0.0.1:8086"
 org = "quartier"
 bucket = "quartier"
+# live_interval_s = 10  # also each meter's live power, per-phase values, registers and gas (measurement "live")
 
 [daemon]
 timezone = "Europe/Brussels"
