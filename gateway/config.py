@@ -150,10 +150,21 @@ class MqttConfig(_Section):
     username: str | None = None
     password: SecretStr = SecretStr("")  # secrets file
     base_topic: str = "quartier"
-    node_id: str | None = None  # default: the host name
+    node_id: str | None = None  # default: the grid meter's serial (stable across host names)
     discovery: bool = True
     discovery_prefix: str = "homeassistant"
     keepalive_s: int = Field(default=30, ge=5, le=3600)
+    # powers, voltages, currents at most every this many seconds; registers, tariff and gas on change
+    power_interval_s: float = Field(default=5.0, ge=0, le=3600)
+    # the node's page, linked from Home Assistant's device page; default http://<hostname>.local:<web.port>/
+    configuration_url: str | None = None
+
+    @field_validator("configuration_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v
 
     @field_validator("base_topic", "discovery_prefix")
     @classmethod
@@ -438,4 +449,5 @@ host = "127.0.0.1"
 port = 1883
 base_topic = "quartier"
 discovery_prefix = "homeassistant"
+power_interval_s = 5    # powers at most this often; registers, tariff and gas when they change
 """
