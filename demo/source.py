@@ -33,6 +33,9 @@ class SimulatedSettings(SourceSettings):
     def describe(self) -> str:
         return f"simulated:{self.speed:g}x"
 
+    def serial_of(self, meter_id: str) -> str | None:
+        return meter_id  # the simulated meter announces an equipment id like a real one
+
 
 class SimulatedSource:
     """The P1 source on the pty of a running simulated meter; closing it stops the meter too."""

@@ -74,6 +74,22 @@ class FluksoSettings(SourceSettings):
             raise ValueError("must be a Fluksometer device id (32 hexadecimal digits)")
         return v.lower() if v else v
 
+    def role_of(self, meter_id: str) -> str:
+        """From the sensors' roles: a meter fed by production sensors is a producer, one fed by
+        consumption sensors a circuit, the grid roles' meter the grid."""
+        roles = {s.role for s in self.sensors if (s.meter_id or self.meter_id) == meter_id}
+        if "production" in roles:
+            return "production"
+        if "consumption" in roles:
+            return "consumption"
+        return "grid"
+
+    def serial_of(self, meter_id: str) -> str | None:
+        """The meter's first sensor id (32 hex digits, unique to that Fluksometer's clamp or port):
+        the meter_id is a name the installer chose and may repeat on another Pi."""
+        ids = sorted(s.id for s in self.sensors if (s.meter_id or self.meter_id) == meter_id)
+        return ids[0] if ids else None
+
     @model_validator(mode="after")
     def _roles(self) -> FluksoSettings:
         from flukso.sensors import Assignment, Role, RoleError, plan_meters
@@ -82,6 +98,8 @@ class FluksoSettings(SourceSettings):
             plan_meters(Assignment(s.id, Role(s.role), s.meter_id or self.meter_id) for s in self.sensors)
         except RoleError as exc:
             raise ValueError(f"sensors: {exc}") from None
+        if self.role != "grid":
+            raise ValueError("role: a Fluksometer's meters take their role from their sensors' roles")
         return self
 
 

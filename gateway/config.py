@@ -62,6 +62,11 @@ class InfluxConfig(_Section):
     token: SecretStr = SecretStr("")
     timeout_s: float = Field(default=10, gt=0)
     backoff_max_s: float = Field(default=300, gt=0)
+    # the live measurement (gateway/sinks/influx_live.py): each meter's latest reading every this many
+    # seconds, besides the quarter-hours; unset: off. Never through the outbox; bounded when down.
+    live_interval_s: float | None = Field(default=None, ge=1, le=3600)
+    live_measurement: str = Field(default="live", min_length=1)
+    live_max_points: int = Field(default=2000, ge=1, le=100_000)  # kept while the database is down
 
     @field_validator("url")
     @classmethod
@@ -146,10 +151,21 @@ class MqttConfig(_Section):
     username: str | None = None
     password: SecretStr = SecretStr("")  # secrets file
     base_topic: str = "quartier"
-    node_id: str | None = None  # default: the host name
+    node_id: str | None = None  # default: the grid meter's serial (stable across host names)
     discovery: bool = True
     discovery_prefix: str = "homeassistant"
     keepalive_s: int = Field(default=30, ge=5, le=3600)
+    # powers, voltages, currents at most every this many seconds; registers, tariff and gas on change
+    power_interval_s: float = Field(default=5.0, ge=0, le=3600)
+    # the node's page, linked from Home Assistant's device page; default http://<hostname>.local:<web.port>/
+    configuration_url: str | None = None
+
+    @field_validator("configuration_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v
 
     @field_validator("base_topic", "discovery_prefix")
     @classmethod
@@ -407,6 +423,7 @@ enabled = false
 url = "http://127.0.0.1:8086"
 org = "quartier"
 bucket = "quartier"
+# live_interval_s = 10  # also each meter's live power, per-phase values, registers and gas (measurement "live")
 
 [daemon]
 timezone = "Europe/Brussels"
@@ -433,4 +450,5 @@ host = "127.0.0.1"
 port = 1883
 base_topic = "quartier"
 discovery_prefix = "homeassistant"
+power_interval_s = 5    # powers at most this often; registers, tariff and gas when they change
 """

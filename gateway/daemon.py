@@ -48,6 +48,7 @@ class Daemon:
     store: object | None = None
     started_at: float = field(default_factory=time.monotonic)
     live: object | None = None  # gateway.live.LivePublisher: snapshots for the web service
+    influx_live: object | None = None  # gateway.sinks.influx_live.LiveInfluxWriter, when configured
     _clock_synced: bool | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -86,6 +87,17 @@ class Daemon:
                     backoff_max_s=cfg.influx.backoff_max_s,
                 )
             )
+            if cfg.influx.live_interval_s:
+                from gateway.sinks.influx_live import LiveInfluxWriter
+
+                self.influx_live = LiveInfluxWriter(
+                    url=cfg.influx.url, token=cfg.influx.token.get_secret_value(), org=cfg.influx.org,
+                    bucket=cfg.influx.bucket, measurement=cfg.influx.live_measurement,
+                    interval_s=cfg.influx.live_interval_s, max_points=cfg.influx.live_max_points,
+                    timeout_s=cfg.influx.timeout_s, backoff_max_s=min(cfg.influx.backoff_max_s, 60),
+                    role_of=self._role_of,
+                )
+                self.sinks.append(self.influx_live)
         if cfg.uplink.enabled:  # the community uplink: its outbox is "uplink" (gateway/uplink.py)
             from gateway.uplink import UplinkConfigError, live_source_for, node_uplink, settings_from_config
 
@@ -100,6 +112,17 @@ class Daemon:
                     lambda: [r.pipeline for r in self.runners], up)))
         for i, src in enumerate(cfg.sources):
             self.runners.append(self._make_runner(i, src))
+
+    def _on_reading(self, reading) -> None:
+        """Each accepted reading (reader threads): handed to the live measurement, never waited on."""
+        if self.influx_live is not None:
+            self.influx_live.offer(reading)
+
+    def _role_of(self, meter_id: str) -> str:
+        for src, runner in zip(self.config.sources, self.runners):
+            if meter_id in runner.pipeline.health:
+                return src.role_of(meter_id)
+        return "grid"
 
     def _notify_sinks(self, _batch) -> None:
         for sink in self.sinks:
@@ -125,6 +148,8 @@ class Daemon:
             on_commit=self._notify_sinks,
             clock_synced=lambda: self._clock_synced is not False,
             limits=limits,
+            describe_meter=lambda mid: (src.role_of(mid), src.serial_of(mid)),
+            on_reading=self._on_reading,
         )
         ctx = SourceContext(sink=pipeline, baseline=self.store.last_boundary,
                             clock_synced=lambda: self._clock_synced, timezone=d.timezone)

@@ -7,8 +7,12 @@ client of a Unix domain socket in its runtime dir (``live.sock``):
 - ``{"type": "hello", "version": 1, "pid": ...}`` first, then the latest ``reading`` of each meter;
 - ``{"type": "reading", "meter_id", "time", "received", "import_w", "export_w", "import_wh_total",
   "export_wh_total", "demand_w", "month_peak_w", "month_peak_time", "tariff", "source",
-  "quarter_hour": {"start", "elapsed_s", "import_wh", "export_wh", "projected_demand_w"}}`` per reading
-  (``time`` is the meter's clock, ``received`` the Pi's wall clock when the reading was fed);
+  "quarter_hour": {"start", "elapsed_s", "import_wh", "export_wh", "projected_demand_w"},
+  "role", "serial", "import_by_tariff", "export_by_tariff", "phases": [{"phase", "import_w",
+  "export_w", "voltage_v", "current_a"}], "submeters": [{"channel", "kind", "value", "unit", "time"}]}``
+  per reading (``time`` is the meter's clock, ``received`` the Pi's wall clock when the reading was
+  fed; ``role`` is ``grid``, ``production`` or ``consumption`` as the source's configuration says,
+  ``serial`` the meter's stable identity or null; registers per tariff in Wh, null when unknown);
 - ``{"type": "quarter_hour", "meter_id", "start", "end", "import_wh", "export_wh", "quality",
   "flags"}`` for each closed quarter-hour, once it is committed to the local store.
 - with a community uplink, ``{"type": "operation", "received", "totals": {...}}`` with the
@@ -39,6 +43,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -265,7 +270,7 @@ class LivePublisher:
 # -- the messages ----------------------------------------------------------------------------------
 
 
-def reading_message(reading: Reading, live, received: float) -> dict:
+def reading_message(reading: Reading, live, received: float, role: str = "grid", serial: str | None = None) -> dict:
     """The ``reading`` snapshot: the reading and the running quarter-hour (a ``LiveQuarter``) so far."""
     msg: dict = {
         "type": "reading",
@@ -283,6 +288,14 @@ def reading_message(reading: Reading, live, received: float) -> dict:
         "source": reading.source,
         "clock": reading.clock.value,
         "quarter_hour": None,
+        "role": role,
+        "serial": serial,
+        "import_by_tariff": dict(reading.import_wh),
+        "export_by_tariff": dict(reading.export_wh),
+        "phases": [{"phase": p.phase, "import_w": p.import_w, "export_w": p.export_w, "voltage_v": p.voltage_v,
+                    "current_a": p.current_a} for p in reading.phases],
+        "submeters": [{"channel": m.channel, "kind": m.kind, "value": m.value, "unit": m.unit, "time": utc_iso(m.time)}
+                      for m in reading.submeters],
     }
     if live is not None:
         demand = live.projected_demand_w()
@@ -343,14 +356,25 @@ class LivePipeline(Pipeline):
     quarter-hour. A failure to publish is logged once and never reaches metering."""
 
     publisher: LivePublisher | None = None
+    # a meter's (role, serial) from its source's configuration (gateway.sources.SourceSettings)
+    describe_meter: Callable[[str], tuple[str, str | None]] = lambda _mid: ("grid", None)
+    # also told of each accepted reading (the InfluxDB live measurement); must not block
+    on_reading: Callable[[Reading], None] | None = None
     _publish_failing: bool = field(default=False, repr=False)
 
     def feed_reading(self, reading: Reading, *, telegram: bool = False) -> list[QuarterHour]:
         committed = super().feed_reading(reading, telegram=telegram)
-        if self.publisher is not None:
+        if self.publisher is not None or self.on_reading is not None:
             h = self.health.get(reading.meter_id)
             # only what the plausibility gate accepted is news (a held or refused reading is not)
-            self._publish(reading if h is not None and h.last_reading is reading else None, committed)
+            accepted = reading if h is not None and h.last_reading is reading else None
+            if self.publisher is not None:
+                self._publish(accepted, committed)
+            if accepted is not None and self.on_reading is not None:
+                try:
+                    self.on_reading(accepted)
+                except Exception as exc:  # never reaches metering
+                    log.error("live.on_reading_failed", extra={"error": repr(exc)})
         return committed
 
     def flush(self) -> list[QuarterHour]:
@@ -362,7 +386,7 @@ class LivePipeline(Pipeline):
     def publish_power(self, meter_id: str, import_w: float | None, export_w: float | None) -> None:
         """Live power between readings (a Flukso gauge every second while its counters report once a
         minute): the meter's last snapshot with the current power, so the signal follows the sun."""
-        if self.publisher is None:
+        if self.publisher is None and self.on_reading is None:
             return
         with self._lock:
             h = self.health.get(meter_id)
@@ -372,8 +396,16 @@ class LivePipeline(Pipeline):
         if last is None:
             return  # nothing to anchor the registers on yet
         snapshot = dataclasses.replace(last, import_w=import_w, export_w=export_w)
+        if self.on_reading is not None:
+            try:
+                self.on_reading(snapshot)
+            except Exception as exc:
+                log.error("live.on_reading_failed", extra={"error": repr(exc)})
+        if self.publisher is None:
+            return
         try:
-            self.publisher.publish(reading_message(snapshot, live, time.time()), latest_for=meter_id)
+            self.publisher.publish(reading_message(snapshot, live, time.time(), *self.describe_meter(meter_id)),
+                                   latest_for=meter_id)
         except Exception as exc:
             if not self._publish_failing:
                 log.error("live.publish_failed", extra={"error": repr(exc)})
@@ -388,7 +420,8 @@ class LivePipeline(Pipeline):
                 with self._lock:
                     agg = self.aggregators.get(reading.meter_id)
                     live = agg.live() if agg is not None else None
-                self.publisher.publish(reading_message(reading, live, time.time()), latest_for=reading.meter_id)
+                self.publisher.publish(reading_message(reading, live, time.time(), *self.describe_meter(reading.meter_id)),
+                                       latest_for=reading.meter_id)
             self._publish_failing = False
         except Exception as exc:
             if not self._publish_failing:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import entry_points
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -44,6 +44,18 @@ class SourceSettings(BaseModel):
     # is a glitch (gateway/plausibility.py). e-MUCS meters that announce a lower limiter or fuse
     # threshold are held to that.
     max_power_w: float | None = Field(default=None, gt=0, le=10_000_000)
+    # what the meter is to the household: the grid connection (the page's and Home Assistant's main
+    # meter), a producer (PV inverter) or one consuming circuit. Chosen here, never by arrival order.
+    role: Literal["grid", "production", "consumption"] = "grid"
+
+    def role_of(self, meter_id: str) -> str:
+        """The role of one of this source's meters (a Fluksometer maps several, by sensor)."""
+        return self.role
+
+    def serial_of(self, meter_id: str) -> str | None:
+        """A stable, globally unique identity of that meter (its serial), or None: Home Assistant's
+        ids and the MQTT client id come from it, so renaming the Pi orphans nothing."""
+        return None
 
     @property
     def runs_on_real_time(self) -> bool:

@@ -28,6 +28,11 @@ class P1Settings(SourceSettings):
     def runs_on_real_time(self) -> bool:
         return self.clock_check == "pi"
 
+    def serial_of(self, meter_id: str) -> str | None:
+        """The equipment id the meter announces (0-0:96.1.1); an overriding meter_id is the
+        installer's own name, not a serial."""
+        return None if self.meter_id else meter_id
+
     def describe(self) -> str:
         return f"p1:{self.port}"
 

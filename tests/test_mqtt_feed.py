@@ -299,3 +299,53 @@ def test_refused_readings_reach_home_assistant_as_a_diagnostic(mosquitto: Mosqui
     finally:
         ha.close()
         rig.close()
+
+
+def test_identity_from_the_meter_serial_and_stale_discovery_cleared(mosquitto: Mosquitto, monkeypatch):
+    """No node_id: the feed waits for the grid meter, then announces under its serial; the device an
+    older version announced under the host name is removed, and components gone since are deleted."""
+    import socket
+
+    from services.node.mqtt_feed import node_id_from_serial
+    from tests.web_harness import METER
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "raspberrypi")
+    node = node_id_from_serial(METER)
+    old = mqtt.Client(CallbackAPIVersion.VERSION2)
+    old.connect(mosquitto.host, mosquitto.port)
+    old.loop_start()
+    legacy = {"dev": {"ids": ["quartier_raspberrypi"]}, "o": {"name": "quartier"}, "cmps": {}}
+    ours_before = {"dev": {"ids": [f"quartier_{node}"]}, "o": {"name": "quartier"},
+                   "cmps": {"production_gone": {"p": "sensor", "name": "Production gone", "state_topic": "x"}}}
+    old.publish("homeassistant/device/raspberrypi/config", json.dumps(legacy), qos=1, retain=True).wait_for_publish(5)
+    old.publish(f"homeassistant/device/{node}/config", json.dumps(ours_before), qos=1, retain=True).wait_for_publish(5)
+    old.loop_stop()
+    old.disconnect()
+    feed = MqttFeed(FeedSettings(host=mosquitto.host, port=mosquitto.port, keepalive_s=5, min_interval_s=3600))
+    ha = Listener(mosquitto, "homeassistant/#", f"quartier/{node}/#")
+    rig = WebRig(mqtt_feed=feed)
+    try:
+        time.sleep(0.5)
+        assert feed.client is None and not feed.connected  # no meter yet: no identity, no connection
+        rig.feed(0, export_w=2000)
+        rig.wait_for(lambda: feed.connected, "the feed's connection")
+        assert feed.node_id == node and feed.client._client_id.decode() == f"quartier-{node}-feed"
+        ha.wait("homeassistant/device/raspberrypi/config", lambda p: p == "")  # the legacy device removed
+        disc = json.loads(ha.wait(f"homeassistant/device/{node}/config",
+                                  lambda p: '"production_gone":{"p":"sensor"}' in p))
+        assert disc["dev"]["sn"] == METER and "import_energy" in disc["cmps"]
+        # registers on change, powers at most every min_interval_s (here: once an hour)
+        first = ha.wait(f"quartier/{node}/energy/export_wh_total")
+        time.sleep(0.3)  # the re-announcement (with the deletion) publishes every state once more
+        after = len(ha.messages)
+        n_power = ha.count(f"quartier/{node}/power/export_w")
+        for s in (60, 60, 60):
+            rig.feed(s, export_w=2000)
+        ha.wait(f"quartier/{node}/energy/export_wh_total", lambda p: int(p) == int(first) + 100)
+        time.sleep(0.3)
+        assert ha.count(f"quartier/{node}/power/export_w") == n_power
+        totals = [p for t, p, _r in ha.messages[after:] if t == f"quartier/{node}/energy/export_wh_total"]
+        assert len(totals) == len(set(totals))  # never the same register value twice in a row
+    finally:
+        ha.close()
+        rig.close()

@@ -1,22 +1,32 @@
-"""The home-automation feed: live power, quarter-hour energies and the consume-now signal on MQTT,
-with Home Assistant discovery (paho-mqtt 2.x).
+"""The home-automation feed: everything the meters say, the quarter-hours and the consume-now signal
+on MQTT, with Home Assistant discovery (paho-mqtt 2.x).
 
-Topic tree (``<base>`` = ``mqtt.base_topic``, default ``quartier``; ``<node>`` = ``mqtt.node_id``,
-default the host name). Plain numbers unless marked JSON; (r) = retained::
+Topic tree (``<base>`` = ``mqtt.base_topic``, default ``quartier``; ``<node>`` = ``mqtt.node_id``, by
+default the grid meter's serial, so renaming the Pi orphans nothing and two Pis never share an id).
+Plain numbers unless marked JSON; (r) = retained, published when it changes; others at most every
+``mqtt.power_interval_s``::
 
     <base>/<node>/status                           online | offline (r; offline is the last will)
     <base>/<node>/gateway                          online | offline (r): meter data is flowing
     <base>/<node>/power/import_w                   W >= 0, taken from the grid now
     <base>/<node>/power/export_w                   W >= 0, injected now
     <base>/<node>/power/net_w                      W, signed: import - export
-    <base>/<node>/energy/import_wh_total           Wh, the meter's import register (never falls)
-    <base>/<node>/energy/export_wh_total           Wh, the meter's export register (never falls)
+    <base>/<node>/energy/import_wh_total           Wh, the meter's import registers summed (r)
+    <base>/<node>/energy/export_wh_total           Wh (r)
+    <base>/<node>/energy/{import,export}_t<n>_wh   Wh, one register per tariff (r)
+    <base>/<node>/tariff                           the active tariff, as the meter numbers it (r)
+    <base>/<node>/phase/l<n>/{voltage_v,current_a,import_w,export_w}
+    <base>/<node>/{gas,water,heat}/<channel>       m³ (gas, water) or energy, the MBus reading (r)
+    <base>/<node>/production/<meter>/energy_wh_total  Wh, a production meter's register (r)
+    <base>/<node>/production/<meter>/power_w       W
     <base>/<node>/quarter_hour/running             JSON {start, elapsed_s, import_wh, export_wh, projected_demand_w, time}
     <base>/<node>/quarter_hour/running/import_wh   Wh so far in the running quarter-hour
     <base>/<node>/quarter_hour/running/export_wh
     <base>/<node>/quarter_hour/projected_demand_w  W, the quarter-hour average demand if power holds
+    <base>/<node>/quarter_hour/meter_demand_w      W, the meter's own running average (e-MUCS 1-0:1.4.0)
+    <base>/<node>/quarter_hour/peak_margin_w       W, month peak - projected demand (< 0: a new peak)
     <base>/<node>/quarter_hour/last                JSON (r) {start, end, import_wh, export_wh, quality}
-    <base>/<node>/month_peak_w                     W, this month's highest quarter-hour demand
+    <base>/<node>/month_peak_w                     W, this month's highest quarter-hour demand (r)
     <base>/<node>/signal                           JSON (r): the /api/v1/signal object
     <base>/<node>/signal/state                     green | amber | red (r)
     <base>/<node>/signal/headroom_w                W (r)
@@ -24,13 +34,22 @@ default the host name). Plain numbers unless marked JSON; (r) = retained::
     <base>/<node>/signal/triggered_load/<id>/set   (subscribed) W a load started because of the signal; 0 = stopped
     <base>/<node>/diagnostics/refused              readings the daemon refused, all meters (r)
     <base>/<node>/diagnostics/metering             JSON (r): accepted and refused per meter and reason
+    <base>/<node>/diagnostics/outbox               quarter-hours waiting for a sink (r)
+    <base>/<node>/diagnostics/last_push            ISO time a sink last delivered (r)
+    <base>/<node>/diagnostics/version              this software's version (r)
+    <base>/<node>/diagnostics/started              ISO time the daemon started (r)
 
-Home Assistant: one device-based discovery message at ``<prefix>/device/<node>/config`` (retained),
-sent on every connection and again whenever Home Assistant's status topic (``<prefix>/status``)
-says ``online``. Power sensors are ``measurement``; the meter's registers are ``total_increasing``
-(counters that never fall); quarter-hour energies restart every quarter-hour, so they are ``total``
-with ``last_reset`` at the quarter-hour's start, never ``total_increasing``. Entities are available
-only while both this service (``status``) and the meter data (``gateway``) are online.
+The grid meter is the meter whose source says ``role = "grid"`` (gateway/sources.py), or
+``web.meter_id``; production meters (a Flukso ``production`` sensor, a P1 source with
+``role = "production"``) each get an energy and a power entity; never the first meter seen.
+
+Home Assistant: one device-based discovery message at ``<prefix>/device/<node>/config`` (retained;
+services/node/ha_discovery.py builds it), sent on every connection, whenever Home Assistant's status
+topic says ``online`` and when the set of entities changes (a production meter or a tariff appears).
+Stale discovery is cleared: components that our previous message had and this one has not are sent
+once as ``{"p": platform}`` (Home Assistant deletes them), and the device an older version published
+under the host name is removed with an empty retained message. Entities are available only while both
+this service (``status``) and the meter data (``gateway``) are online; diagnostics while the service is.
 """
 
 from __future__ import annotations
@@ -42,12 +61,13 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from gateway.logs import get_logger
+from services.node.ha_discovery import VERSION, MeterView, T, device_config, meter_view, slug, submeter_of
 
 log = get_logger("quartier.services.mqtt")
 
-VERSION = "0.1.0"
 ONLINE, OFFLINE = "online", "offline"
 
 
@@ -58,27 +78,40 @@ class FeedSettings:
     username: str | None = None
     password: str = ""
     base_topic: str = "quartier"
-    node_id: str = ""  # empty: the host name
+    node_id: str = ""  # empty: from the grid meter's serial, once its first reading arrives
     discovery: bool = True
     discovery_prefix: str = "homeassistant"
     keepalive_s: int = 30
-    min_interval_s: float = 0.8  # live values at most this often (a meter sends one telegram a second)
+    # powers, currents, voltages and the running quarter-hour at most this often; registers, tariff,
+    # gas and the month peak whenever they change (HA's recorder keeps every state it is sent)
+    min_interval_s: float = 5.0
     diagnostics_interval_s: float = 30.0  # the daemon's refusal counts, from its health file
     signal_repeat_s: float = 60.0  # the signal again even without a change (a light that just woke up)
+    configuration_url: str | None = None  # the node's page, linked from Home Assistant's device page
 
     @classmethod
-    def from_config(cls, mqtt) -> FeedSettings:
-        """From a :class:`gateway.config.MqttConfig`."""
+    def from_config(cls, mqtt, web_port: int | None = None) -> FeedSettings:
+        """From a :class:`gateway.config.MqttConfig` (and the web service's port, for the link)."""
+        url = mqtt.configuration_url
+        if url is None and web_port is not None:
+            url = f"http://{socket.gethostname()}.local:{web_port}/"
         return cls(
             host=mqtt.host, port=mqtt.port, username=mqtt.username, password=mqtt.password.get_secret_value(),
             base_topic=mqtt.base_topic, node_id=mqtt.node_id or "", discovery=mqtt.discovery,
             discovery_prefix=mqtt.discovery_prefix, keepalive_s=mqtt.keepalive_s,
+            min_interval_s=mqtt.power_interval_s, configuration_url=url,
         )
 
 
 def default_node_id() -> str:
-    """The host name, reduced to what Home Assistant accepts in discovery ids."""
+    """The host name, reduced to what Home Assistant accepts in discovery ids: what versions before
+    the serial-based identity used (its discovery is cleared)."""
     return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:64] or "quartier"
+
+
+def node_id_from_serial(serial: str) -> str:
+    """A discovery id and topic level from a meter serial: stable across host names, unique per meter."""
+    return slug(serial.strip(), 64)
 
 
 class Topics:
@@ -89,17 +122,17 @@ class Topics:
         self.root = r = f"{base}/{node}"
         self.status = f"{r}/status"
         self.gateway = f"{r}/gateway"
-        self.import_w = f"{r}/power/import_w"
-        self.export_w = f"{r}/power/export_w"
-        self.net_w = f"{r}/power/net_w"
-        self.import_total = f"{r}/energy/import_wh_total"
-        self.export_total = f"{r}/energy/export_wh_total"
+        self.import_w = f"{r}/{T.import_w}"
+        self.export_w = f"{r}/{T.export_w}"
+        self.net_w = f"{r}/{T.net_w}"
+        self.import_total = f"{r}/{T.import_total}"
+        self.export_total = f"{r}/{T.export_total}"
         self.qh_running = f"{r}/quarter_hour/running"
         self.qh_running_import = f"{r}/quarter_hour/running/import_wh"
         self.qh_running_export = f"{r}/quarter_hour/running/export_wh"
-        self.projected_demand = f"{r}/quarter_hour/projected_demand_w"
+        self.projected_demand = f"{r}/{T.projected}"
         self.qh_last = f"{r}/quarter_hour/last"
-        self.month_peak = f"{r}/month_peak_w"
+        self.month_peak = f"{r}/{T.month_peak}"
         self.signal = f"{r}/signal"
         self.signal_state = f"{r}/signal/state"
         self.headroom = f"{r}/signal/headroom_w"
@@ -107,8 +140,16 @@ class Topics:
         self.triggered_set = f"{r}/signal/triggered_load/+/set"
         self.refused = f"{r}/diagnostics/refused"
         self.metering = f"{r}/diagnostics/metering"
+        self.outbox = f"{r}/diagnostics/outbox"
+        self.last_push = f"{r}/diagnostics/last_push"
+        self.version = f"{r}/diagnostics/version"
+        self.started = f"{r}/diagnostics/started"
         self.ha_status = f"{discovery_prefix}/status"
+        self.discovery_prefix = discovery_prefix
         self.discovery = f"{discovery_prefix}/device/{node}/config"
+
+    def of(self, path: str) -> str:
+        return f"{self.root}/{path}"
 
     def triggered_id(self, topic: str) -> str | None:
         prefix, suffix = f"{self.root}/signal/triggered_load/", "/set"
@@ -118,7 +159,7 @@ class Topics:
         return None
 
 
-Message = tuple[str, str, bool]  # topic, payload, retain
+Message = tuple[str, str, bool]  # topic, payload, retain (retained = state: published on change)
 
 
 def _num(x: float | int | None) -> str | None:
@@ -127,72 +168,15 @@ def _num(x: float | int | None) -> str | None:
     return str(int(x)) if float(x).is_integer() else f"{x:.1f}"
 
 
-def discovery_config(t: Topics) -> dict:
-    """The device-based discovery payload (Home Assistant 2024.11+)."""
-    uid = f"quartier_{t.node}"
+def _num3(x: float | None) -> str | None:
+    return None if x is None else (str(int(x)) if float(x).is_integer() else f"{x:.3f}".rstrip("0"))
 
-    def power(name: str, topic: str, **kw) -> dict:
-        return {"p": "sensor", "name": name, "unique_id": f"{uid}_{kw.pop('key')}", "state_topic": topic,
-                "device_class": "power", "unit_of_measurement": "W", "state_class": "measurement", **kw}
 
-    def energy(name: str, key: str, topic: str, state_class: str, **kw) -> dict:
-        return {"p": "sensor", "name": name, "unique_id": f"{uid}_{key}", "state_topic": topic,
-                "device_class": "energy", "unit_of_measurement": "Wh", "state_class": state_class, **kw}
-
-    cmps = {
-        "import_power": power("Import power", t.import_w, key="import_power"),
-        "export_power": power("Export power", t.export_w, key="export_power"),
-        "net_power": power("Net power", t.net_w, key="net_power"),
-        "import_energy": energy("Import energy", "import_energy", t.import_total, "total_increasing"),
-        "export_energy": energy("Export energy", "export_energy", t.export_total, "total_increasing"),
-        "quarter_import": energy("Quarter-hour import", "quarter_import", t.qh_running, "total",
-                                 value_template="{{ value_json.import_wh }}",
-                                 last_reset_value_template="{{ value_json.start }}"),
-        "quarter_export": energy("Quarter-hour export", "quarter_export", t.qh_running, "total",
-                                 value_template="{{ value_json.export_wh }}",
-                                 last_reset_value_template="{{ value_json.start }}"),
-        "last_quarter_import": energy("Last quarter-hour import", "last_quarter_import", t.qh_last, "total",
-                                      value_template="{{ value_json.import_wh }}",
-                                      last_reset_value_template="{{ value_json.start }}"),
-        "last_quarter_export": energy("Last quarter-hour export", "last_quarter_export", t.qh_last, "total",
-                                      value_template="{{ value_json.export_wh }}",
-                                      last_reset_value_template="{{ value_json.start }}"),
-        "projected_demand": power("Quarter-hour demand (projected)", t.projected_demand, key="projected_demand"),
-        "month_peak": power("Month peak demand", t.month_peak, key="month_peak"),
-        "signal": {"p": "sensor", "name": "Consume-now signal", "unique_id": f"{uid}_signal", "state_topic": t.signal_state,
-                   "device_class": "enum", "options": ["green", "amber", "red"], "icon": "mdi:traffic-light"},
-        "headroom": power("Surplus headroom", t.headroom, key="headroom"),
-        # the page's sentence (services/signal_words.py): held or not, the quarter-hour's balance
-        "reason_text": {"p": "sensor", "name": "Consume-now signal in words", "unique_id": f"{uid}_reason_text",
-                        "state_topic": t.reason_text, "icon": "mdi:message-text"},
-        "consume_now": {"p": "binary_sensor", "name": "Consume now", "unique_id": f"{uid}_consume_now",
-                        "state_topic": t.signal_state, "value_template": "{{ 'ON' if value == 'green' else 'OFF' }}",
-                        "icon": "mdi:solar-power"},
-        "reduce_now": {"p": "binary_sensor", "name": "Reduce now", "unique_id": f"{uid}_reduce_now",
-                       "state_topic": t.signal, "device_class": "problem",
-                       "value_template": "{{ 'ON' if value_json.reason == 'reduce_now' else 'OFF' }}"},
-        # readings kept out as damaged or implausible (gateway/plausibility.py); by meter and reason
-        # in the attributes
-        "refused": {"p": "sensor", "name": "Refused readings", "unique_id": f"{uid}_refused", "state_topic": t.refused,
-                    "entity_category": "diagnostic", "icon": "mdi:shield-alert",
-                    "json_attributes_topic": t.metering},
-        # the community's collective alert: "consume now" as a sensor of its own, and the message as text
-        "collective_consume": {"p": "binary_sensor", "name": "Community asks to consume now",
-                               "unique_id": f"{uid}_collective_consume", "state_topic": t.signal,
-                               "value_template": "{{ 'ON' if value_json.reason == 'collective_consume' else 'OFF' }}",
-                               "icon": "mdi:account-group"},
-        "alert_message": {"p": "sensor", "name": "Community alert", "unique_id": f"{uid}_alert_message",
-                          "state_topic": t.signal, "icon": "mdi:message-alert",
-                          "value_template": "{{ value_json.alert.message if value_json.alert else '' }}"},
-    }
-    return {
-        "dev": {"ids": [uid], "name": f"Quartier {t.node}", "mf": "Quartier", "mdl": "P1 metering gateway", "sw": VERSION},
-        "o": {"name": "quartier", "sw": VERSION},
-        "availability": [{"topic": t.status}, {"topic": t.gateway}],
-        "availability_mode": "all",
-        "qos": 1,
-        "cmps": cmps,
-    }
+def discovery_config(t: Topics, view: MeterView | None = None, *, configuration_url: str | None = None,
+                     removed: dict[str, str] | None = None) -> dict:
+    """The device-based discovery payload (Home Assistant 2024.12+) for what the meters give."""
+    return device_config(t, view or MeterView(), uid=f"quartier_{t.node}", configuration_url=configuration_url,
+                         removed=removed)
 
 
 def live_messages(t: Topics, live: dict) -> list[Message]:
@@ -216,8 +200,46 @@ def live_messages(t: Topics, live: dict) -> list[Message]:
                 (t.qh_running_export, _num(q["export_wh"]), False)]
         if q.get("projected_demand_w") is not None:
             out.append((t.projected_demand, _num(q["projected_demand_w"]), False))
+            if live.get("month_peak_w") is not None:
+                out.append((t.of(T.peak_margin), _num(float(live["month_peak_w"]) - float(q["projected_demand_w"])), False))
     if live.get("month_peak_w") is not None:
         out.append((t.month_peak, _num(live["month_peak_w"]), True))
+    return [m for m in out if m[1] is not None]
+
+
+def meter_messages(t: Topics, grid: dict | None, producers: dict[str, dict] | None = None) -> list[Message]:
+    """What the ``/api/v1/live`` object does not carry, from the daemon's ``reading`` messages: registers
+    per tariff, the active tariff, per-phase values, sub-meters, the meter's demand, production."""
+    out: list[Message] = []
+    if grid is not None:
+        for direction in ("import", "export"):
+            regs = grid.get(f"{direction}_by_tariff") or {}
+            if len(regs) > 1 or "0" not in regs:
+                for tariff, wh in regs.items():
+                    if wh is not None and re.fullmatch(r"[0-9A-Za-z]{1,4}", tariff):
+                        out.append((t.of(T.register(direction, tariff)), _num(wh), True))
+        if grid.get("tariff") is not None:
+            out.append((t.of(T.tariff), str(grid["tariff"]), True))
+        for ph in grid.get("phases") or []:
+            n = ph.get("phase")
+            if n not in (1, 2, 3):
+                continue
+            for what in ("voltage_v", "current_a", "import_w", "export_w"):
+                if ph.get(what) is not None:
+                    out.append((t.of(T.phase(n, what)), _num(ph[what]), False))
+        for m in grid.get("submeters") or []:
+            s = submeter_of(m)
+            if s is not None and m.get("value") is not None:
+                out.append((t.of(T.sub(s)), _num3(float(m["value"])), True))
+        if grid.get("demand_w") is not None:
+            out.append((t.of(T.demand), _num(grid["demand_w"]), False))
+    for meter, r in sorted((producers or {}).items()):
+        # a production meter's production is its export register (flukso/sensors.py: production role)
+        total = r.get("export_wh_total")
+        if total is not None:
+            out.append((t.of(T.production(meter, "energy_wh_total")), _num(total), True))
+        if r.get("export_w") is not None:
+            out.append((t.of(T.production(meter, "power_w")), _num(r["export_w"]), False))
     return [m for m in out if m[1] is not None]
 
 
@@ -230,14 +252,32 @@ def signal_messages(t: Topics, signal: dict) -> list[Message]:
     return out
 
 
-def diagnostic_messages(t: Topics, metering: dict | None) -> list[Message]:
-    """The daemon's refusals (``gateway.health.metering_summary``): a count and its detail."""
-    if not metering:
-        return []
-    meters = metering.get("meters") or {}
-    total = sum(m.get("refused_total") or 0 for m in meters.values())
-    detail = {mid: {"accepted": m.get("accepted"), "refused": m.get("refused") or {}} for mid, m in meters.items()}
-    return [(t.refused, str(total), True), (t.metering, json.dumps(detail, separators=(",", ":")), True)]
+def _iso(dt: datetime) -> str:
+    return dt.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def diagnostic_messages(t: Topics, metering: dict | None, health: dict | None = None) -> list[Message]:
+    """The daemon's refusals (``gateway.health.metering_summary``): a count and its detail; from its
+    health file the outbox backlog, the last push of any sink and when it started."""
+    out: list[Message] = []
+    if metering:
+        meters = metering.get("meters") or {}
+        total = sum(m.get("refused_total") or 0 for m in meters.values())
+        detail = {mid: {"accepted": m.get("accepted"), "refused": m.get("refused") or {}} for mid, m in meters.items()}
+        out += [(t.refused, str(total), True), (t.metering, json.dumps(detail, separators=(",", ":")), True)]
+    if health:
+        if health.get("outbox_depth") is not None:
+            out.append((t.outbox, str(int(health["outbox_depth"])), True))
+        pushes = [s.get("last_success") for s in (health.get("sinks") or {}).values() if s.get("last_success")]
+        if pushes:
+            out.append((t.last_push, max(pushes), True))
+        try:
+            written = datetime.fromisoformat(str(health["time"]).replace("Z", "+00:00"))
+            started = written - timedelta(seconds=float(health["uptime_s"]))
+            out.append((t.started, _iso(started.replace(microsecond=0)), True))
+        except (KeyError, TypeError, ValueError):
+            pass
+    return out
 
 
 def quarter_hour_messages(t: Topics, qh: dict) -> list[Message]:
@@ -249,31 +289,45 @@ class MqttFeed:
     """Publishes the node state to the broker; reconnects forever; never blocks the web service."""
 
     def __init__(self, settings: FeedSettings) -> None:
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
-
         self.settings = settings
-        self.node_id = settings.node_id or default_node_id()
-        self.topics = Topics(settings.base_topic, self.node_id, settings.discovery_prefix)
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"quartier-{self.node_id}-feed")
-        if settings.username:
-            self.client.username_pw_set(settings.username, settings.password or None)
-        self.client.will_set(self.topics.status, OFFLINE, qos=1, retain=True)
-        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
+        self.node_id: str | None = settings.node_id or None
+        self.topics: Topics | None = None
+        self.client = None
         self.state = None  # services.node.web.state.NodeState
         self.connected = False
         self.published = 0
         self.announcements = 0
         self.connects = 0
+        self.cleared: list[str] = []  # stale discovery topics removed
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_live = 0.0
         self._last_signal = 0.0
         self._last_diagnostics = 0.0
+        self._sent: dict[str, str] = {}  # retained topic -> last payload (state is sent on change)
+        self._view: MeterView | None = None
+        self._removed: dict[str, str] = {}  # components to delete, with their platform
+        self._started = False
         self._lock = threading.Lock()
         self._unsubscribe = None
+        if self.node_id:
+            self._make_client()
+
+    def _make_client(self) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        assert self.node_id
+        s = self.settings
+        self.topics = Topics(s.base_topic, self.node_id, s.discovery_prefix)
+        # the client id follows the identity: two Pis (two meters) never kick each other off
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"quartier-{self.node_id}-feed"[:128])
+        if s.username:
+            self.client.username_pw_set(s.username, s.password or None)
+        self.client.will_set(self.topics.status, OFFLINE, qos=1, retain=True)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
 
     # -- wiring ------------------------------------------------------------------------------------
 
@@ -287,14 +341,35 @@ class MqttFeed:
         self._unsubscribe = state.subscribe(self._on_update)
 
     def start(self) -> None:
+        """Connect now when the identity is configured, else once the grid meter's serial is known."""
+        self._started = True
+        if self.client is None:
+            log.info("mqtt.waiting_for_meter", extra={"broker": f"{self.settings.host}:{self.settings.port}"})
+            return
         s = self.settings
         self.client.connect_async(s.host, s.port, keepalive=s.keepalive_s)
         self.client.loop_start()
         log.info("mqtt.starting", extra={"broker": f"{s.host}:{s.port}", "node": self.node_id, "root": self.topics.root})
 
+    def _identify(self) -> None:
+        """The grid meter's first reading: its serial is the node's identity."""
+        r = self.state.reading if self.state is not None else None
+        if self.client is not None or r is None:
+            return
+        serial = r.get("serial") or r.get("meter_id")
+        if not serial:
+            return
+        self.node_id = node_id_from_serial(str(serial))
+        self._make_client()
+        log.info("mqtt.identity", extra={"node": self.node_id, "serial": serial})
+        if self._started:
+            self.start()
+
     def stop(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
+        if self.client is None:
+            return
         if self.connected:
             info = self.client.publish(self.topics.status, OFFLINE, qos=1, retain=True)
             try:
@@ -308,15 +383,16 @@ class MqttFeed:
     def diagnostics_due(self) -> bool:
         return self.connected and time.monotonic() - self._last_diagnostics >= self.settings.diagnostics_interval_s
 
-    def publish_diagnostics(self, metering: dict | None) -> None:
+    def publish_diagnostics(self, metering: dict | None, health: dict | None = None) -> None:
         """Called from the web service's ticker (its event loop), every ``diagnostics_interval_s``."""
         self._last_diagnostics = time.monotonic()
-        for topic, payload, retain in diagnostic_messages(self.topics, metering):
-            self._publish(topic, payload, retain=retain)
+        for topic, payload, retain in diagnostic_messages(self.topics, metering, health):
+            self._publish_state(topic, payload)
 
     def status(self) -> dict:
         s = self.settings
-        return {"connected": self.connected, "broker": f"{s.host}:{s.port}", "root": self.topics.root,
+        return {"connected": self.connected, "broker": f"{s.host}:{s.port}",
+                "root": self.topics.root if self.topics else None, "node": self.node_id,
                 "published": self.published, "announcements": self.announcements, "connects": self.connects}
 
     # -- paho callbacks (its network thread) -----------------------------------------------------
@@ -328,9 +404,23 @@ class MqttFeed:
         self.connected = True
         self.connects += 1
         log.info("mqtt.connected", extra={"broker": f"{self.settings.host}:{self.settings.port}"})
-        client.subscribe([(self.topics.ha_status, 1), (self.topics.triggered_set, 1)])
+        subs = [(self.topics.ha_status, 1), (self.topics.triggered_set, 1)]
+        if self.settings.discovery:
+            # retained: what we (or an older version under the host name) announced before
+            subs.append((self.topics.discovery, 1))
+            legacy = self._legacy_discovery()
+            if legacy is not None:
+                subs.append((legacy, 1))
+        client.subscribe(subs)
         self._publish(self.topics.status, ONLINE, retain=True)
         self._call_soon(self._announce)
+
+    def _legacy_discovery(self) -> str | None:
+        """The device topic versions before the serial-based identity used (the host name)."""
+        if self.settings.node_id:
+            return None  # an identity the installer chose: nothing was derived, nothing to clear
+        old = default_node_id()
+        return None if old == self.node_id else f"{self.settings.discovery_prefix}/device/{old}/config"
 
     def _on_disconnect(self, _client, _userdata, _flags, reason_code, _properties) -> None:
         if self.connected:
@@ -339,6 +429,9 @@ class MqttFeed:
 
     def _on_message(self, _client, _userdata, msg) -> None:
         topic = msg.topic
+        if topic == self.topics.discovery or topic == self._legacy_discovery():
+            self._call_soon(lambda: self._seen_discovery(topic, msg.payload))
+            return
         payload = msg.payload.decode("utf-8", "replace").strip()
         if topic == self.topics.ha_status:
             if payload == ONLINE:
@@ -357,6 +450,32 @@ class MqttFeed:
             if self.state is not None:
                 self._call_soon(lambda: self.state.set_triggered(load_id, watts))
 
+    def _seen_discovery(self, topic: str, raw: bytes) -> None:
+        """A retained discovery message: ours from before (components gone since are deleted), or the
+        host-name device of an older version (removed with an empty retained message)."""
+        if not raw:
+            return
+        try:
+            old = json.loads(raw)
+            cmps = old.get("cmps") or {}
+            ours = (old.get("o") or {}).get("name") == "quartier"
+        except (ValueError, AttributeError):
+            return
+        if not ours:
+            return
+        if topic != self.topics.discovery:
+            self._publish(topic, "", retain=True, qos=1)
+            self.cleared.append(topic)
+            log.info("mqtt.stale_discovery_cleared", extra={"topic": topic})
+            return
+        current = discovery_config(self.topics, self._current_view())["cmps"]
+        gone = {k: str(c.get("p")) for k, c in cmps.items()
+                if isinstance(c, dict) and len(c) > 1 and k not in current and c.get("p")}
+        if gone and not gone.keys() <= self._removed.keys():
+            self._removed.update(gone)
+            log.info("mqtt.stale_components", extra={"components": sorted(gone)})
+            self._announce()
+
     def _call_soon(self, fn) -> None:
         """Run ``fn`` on the event loop thread (the node state lives there)."""
         if self._loop is not None and self._loop.is_running():
@@ -371,35 +490,70 @@ class MqttFeed:
         if info.rc == 0:
             self.published += 1
 
+    def _publish_state(self, topic: str, payload: str, *, qos: int = 0) -> None:
+        """A retained state: only when it changed (the recorder keeps every state it is sent)."""
+        if self._sent.get(topic) == payload:
+            return
+        self._sent[topic] = payload
+        self._publish(topic, payload, retain=True, qos=qos)
+
+    def _current_view(self) -> MeterView:
+        st = self.state
+        if st is None:
+            return MeterView()
+        return meter_view(st.reading, self._producers())
+
+    def _producers(self) -> dict[str, dict]:
+        meters = getattr(self.state, "meters", None) or {}
+        return {mid: r for mid, r in meters.items() if r.get("role") == "production"}
+
     def _announce(self) -> None:
-        """Discovery, availability and the current state: on connect and when Home Assistant restarts."""
+        """Discovery, availability and the current state: on connect, when Home Assistant restarts and
+        when the entity set changes."""
         if not self.connected:
             return
         self.announcements += 1
+        self._sent.clear()  # everything again
+        self._view = self._current_view()
         if self.settings.discovery:
-            self._publish(self.topics.discovery, json.dumps(discovery_config(self.topics), separators=(",", ":")),
-                          retain=True, qos=1)
+            cfg = discovery_config(self.topics, self._view, configuration_url=self.settings.configuration_url,
+                                   removed=self._removed)
+            self._publish(self.topics.discovery, json.dumps(cfg, separators=(",", ":")), retain=True, qos=1)
         self._publish(self.topics.status, ONLINE, retain=True)
+        self._publish_state(self.topics.version, VERSION)
         if self.state is not None:
             self._publish(self.topics.gateway, ONLINE if self.state.connected else OFFLINE, retain=True, qos=1)
-            self._publish_state(live=True, signal=True)
+            self._publish_live(force=True)
+            self._publish_signal()
             if self.state.last_quarter_hour is not None:
                 for topic, payload, retain in quarter_hour_messages(self.topics, self.state.last_quarter_hour):
                     self._publish(topic, payload, retain=retain)
 
-    def _publish_state(self, *, live: bool, signal: bool) -> None:
+    def _publish_live(self, *, force: bool = False) -> None:
+        """States (retained) whenever they change; powers at most every ``min_interval_s``."""
         now = time.monotonic()
-        if live:
+        powers = force or now - self._last_live >= self.settings.min_interval_s
+        if powers:
             self._last_live = now
-            for topic, payload, retain in live_messages(self.topics, self.state.live()):
-                self._publish(topic, payload, retain=retain)
-        if signal:
-            self._last_signal = now
-            for topic, payload, retain in signal_messages(self.topics, self.state.signal_view()):
-                self._publish(topic, payload, retain=retain)
+        msgs = live_messages(self.topics, self.state.live()) + meter_messages(self.topics, self.state.reading,
+                                                                              self._producers())
+        for topic, payload, retain in msgs:
+            if retain:
+                self._publish_state(topic, payload)
+            elif powers:
+                self._publish(topic, payload)
+
+    def _publish_signal(self) -> None:
+        self._last_signal = time.monotonic()
+        for topic, payload, retain in signal_messages(self.topics, self.state.signal_view()):
+            self._publish(topic, payload, retain=retain)
 
     def _on_update(self, update) -> None:
-        if not self.connected or self.state is None:
+        if self.state is None:
+            return
+        if self.client is None and update.kind == "reading":
+            self._identify()
+        if not self.connected:
             return
         now = time.monotonic()
         if update.kind == "gateway":
@@ -407,8 +561,12 @@ class MqttFeed:
         if update.quarter_hour is not None:
             for topic, payload, retain in quarter_hour_messages(self.topics, update.quarter_hour):
                 self._publish(topic, payload, retain=retain, qos=1)
-        live = update.kind == "reading" and now - self._last_live >= self.settings.min_interval_s
-        signal = update.signal_changed or (live and now - self._last_signal >= self.settings.signal_repeat_s) \
-            or update.kind == "signal"
-        if live or signal:
-            self._publish_state(live=live, signal=signal)
+        if update.kind == "reading":
+            if self.settings.discovery and self._current_view() != self._view:
+                self._announce()  # a tariff, phase, sub-meter or producer appeared: new entities
+                return
+            self._publish_live()
+        signal = update.signal_changed or update.kind == "signal" \
+            or (update.kind == "reading" and now - self._last_signal >= self.settings.signal_repeat_s)
+        if signal:
+            self._publish_signal()

@@ -19,7 +19,7 @@ def build(cfg, *, fleet: Fleet | None = None):
     if cfg.mqtt.enabled:
         from services.node.mqtt_feed import FeedSettings, MqttFeed
 
-        feed = MqttFeed(FeedSettings.from_config(cfg.mqtt))
+        feed = MqttFeed(FeedSettings.from_config(cfg.mqtt, web_port=cfg.web.port))
     service = WebService(WebSettings.from_config(cfg), fleet=fleet, mqtt_feed=feed)
     return create_app(service)
 

@@ -136,7 +136,10 @@ class WebService:
             try:
                 self.state.tick()
                 if self.mqtt_feed is not None and self.mqtt_feed.diagnostics_due():
-                    self.mqtt_feed.publish_diagnostics(self.metering())
+                    from gateway.health import metering_summary, read_health
+
+                    health = read_health(self.settings.socket_path.parent)
+                    self.mqtt_feed.publish_diagnostics(metering_summary(health), health)
                 if self.state.today_wanted() is not None and not self._today_loading:
                     self._today_loading = True
                     await self._load_today()

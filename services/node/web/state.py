@@ -82,12 +82,13 @@ class DayTotals:
 class NodeState:
     tz: ZoneInfo
     signal_settings: SignalSettings = field(default_factory=SignalSettings)
-    meter_id: str | None = None  # the shown meter; None: the first one that sends a reading
+    meter_id: str | None = None  # the shown meter; None: the first grid meter that sends a reading
     fleet: Fleet = field(default_factory=Fleet)
     clock: Callable[[], float] = time.monotonic
     language: str = "en"  # the node's language (web.language): the MQTT feed's text sensor speaks it
     connected: bool = False
     reading: dict | None = None  # the shown meter's latest "reading" message
+    meters: dict[str, dict] = field(default_factory=dict)  # every meter's latest "reading" (producers too)
     received_monotonic: float | None = None
     last_quarter_hour: dict | None = None
     today: DayTotals | None = None
@@ -134,7 +135,10 @@ class NodeState:
         kind = msg.get("type")
         if kind == "reading":
             mid = msg.get("meter_id")
+            self.meters[mid] = msg
             if self.meter_id is None:
+                if msg.get("role", "grid") != "grid":
+                    return  # a producer or a circuit is never the household's meter (not arrival order)
                 self.meter_id = mid
                 log.info("web.meter_selected", extra={"meter": mid})
             if mid != self.meter_id:
