@@ -95,6 +95,8 @@ class Words:
 
     def number(self, x: float, digits: int = 0) -> str:
         s = f"{x:,.{digits}f}"
+        if "." in s:  # at most ``digits`` decimals, as Intl's maximumFractionDigits
+            s = s.rstrip("0").rstrip(".")
         if self.lang == "en":
             return s
         # fr-BE and nl-BE: a (narrow) space or a dot for thousands, a comma for decimals

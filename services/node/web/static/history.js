@@ -87,7 +87,9 @@
     document.querySelectorAll("#history-card [data-period]").forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.period === d.period)));
     $("h-next").disabled = !!st.today && d.next > st.today;
     const rows = d.buckets, n = rows.length;
-    const W = 600, H = 240, left = 52, right = 8, top = 8, bottom = 22;
+    // drawn at the size it is shown, so the scale's text is real 11 px text on a phone too
+    const W = Math.max(280, Math.round(svg.getBoundingClientRect().width) || 600), H = 220, left = 40, right = 6, top = 16, bottom = 22;
+    svg.setAttribute("viewBox", "0 0 " + W + " " + H);
     const up = Math.max(100, ...rows.map((r) => r.export_wh)), down = Math.max(100, ...rows.map((r) => r.import_wh));
     const s = step(Math.max(up, down));
     const upTop = Math.ceil(up / s) * s, downTop = Math.ceil(down / s) * s;
@@ -198,6 +200,8 @@
     showTip(st.focus);
   });
 
+  let resized = null;
+  window.addEventListener("resize", () => { clearTimeout(resized); resized = setTimeout(renderChart, 150); });
   document.addEventListener("quartier:lang", () => { renderMeter(); renderChart(); });
   document.addEventListener("quartier:live", (ev) => {
     st.live = ev.detail;
