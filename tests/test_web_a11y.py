@@ -147,7 +147,7 @@ def test_the_server_picks_the_language_and_fills_the_labels(rig):
         assert '<span data-i18n="this_month">Ce mois-ci</span>' in page
         assert 'id="langs" data-i18n-label="language" aria-label="Langue"' in page
         assert "<noscript>" in page and "Feu vert" in page
-        assert '<html lang="nl"' in c.get("/", cookies={"quartier_lang": "nl"}).text
+        assert '<html lang="nl"' in c.get("/", headers={"Cookie": "quartier_lang=nl"}).text
         assert '<html lang="en"' in c.get("/", headers={"Accept-Language": "es"}).text
         assert not re.search(r"__[A-Z]+__|<!--NOSCRIPT-->", page)
         m = c.get("/manifest.webmanifest", headers={"Accept-Language": "nl"})
