@@ -85,8 +85,10 @@ def create_app(roster: Roster, ledger: Ledger, tokens: list[str], server: Any = 
         return roster.operations[op]
 
     @app.get("/", response_class=HTMLResponse)
-    def page() -> str:
-        return PAGE
+    def page(request: Request, lang: str | None = None) -> HTMLResponse:
+        """In the operator's language (``?lang``, else the browser's), set before any script runs."""
+        chosen = page_language(lang, request.headers.get("accept-language"))
+        return HTMLResponse(PAGE.replace("__LANG__", chosen), headers={"Content-Language": chosen, "Vary": "Accept-Language"})
 
     @app.get("/health")
     def health() -> JSONResponse:
@@ -276,26 +278,71 @@ def create_app(roster: Roster, ledger: Ledger, tokens: list[str], server: Any = 
     return app
 
 
-PAGE = """<!doctype html><html lang="en"><meta charset="utf-8"><title>Quartier community</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>body{font:15px system-ui;margin:1.5em;max-width:70em}table{border-collapse:collapse}td,th{padding:.2em .6em;
-border-bottom:1px solid #ddd;text-align:left}td.n{text-align:right}.online{color:#070}.offline,.never,.unknown{color:#a00}
-form{margin:.5em 0}</style>
-<h1>Quartier community</h1>
-<nav id=langs><a href="?lang=fr">FR</a> <a href="?lang=nl">NL</a> <a href="?lang=en">EN</a></nav>
-<form id=login hidden><label>Operator token <input id=token type=password autocomplete=current-password></label>
-<button>Open</button></form>
-<form id=period hidden><label>Month <input id=month type=month></label> <label>Day <input id=day type=date></label></form>
-<p id=msg></p>
-<section id=alerts hidden><h2 data-t=alerts></h2>
+LANGS = ("fr", "nl", "en")
+
+
+def page_language(query: str | None, accept_language: str | None) -> str:
+    """``?lang=``, else the first of fr/nl/en in the browser's ``Accept-Language`` by its q order."""
+    if query in LANGS:
+        return query
+    ranked = []
+    for i, part in enumerate((accept_language or "").split(",")):
+        tag, _, params = part.strip().partition(";")
+        q = 1.0
+        if params.strip().startswith("q="):
+            try:
+                q = float(params.strip()[2:])
+            except ValueError:
+                q = 0.0
+        ranked.append((-q, i, tag[:2].lower()))
+    return next((tag for q, _i, tag in sorted(ranked) if tag in LANGS and q < 0), "en")
+
+
+PAGE = """<!doctype html><html lang="__LANG__"><meta charset="utf-8"><title>Quartier community</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"><meta name="color-scheme" content="light dark">
+<style>
+:root{--bg:#f3f5f8;--card:#fff;--ink:#14212e;--muted:#4f5f6f;--line:#d5dde5;--head:#16324f;--ok:#11693a;--bad:#a3241f;
+--recv:#2f5f8f;--give:#a14e00;--focus:#1f6fd1}
+@media (prefers-color-scheme:dark){:root{--bg:#0e151c;--card:#19232e;--ink:#e7edf3;--muted:#a7b4c1;--line:#33414f;
+--head:#0b1f35;--ok:#5ad68f;--bad:#ff8f87;--recv:#7da3cc;--give:#f6ad63;--focus:#7fb2ff}}
+*{box-sizing:border-box}[hidden]{display:none!important}body{font:15px/1.45 system-ui,"DejaVu Sans",sans-serif;margin:0;background:var(--bg);color:var(--ink)}
+header{display:flex;align-items:center;gap:1rem;padding:.6rem 1.5rem;background:var(--head);color:#fff}
+header h1{font-size:1.2rem;margin:0;flex:1}header a{color:#fff;margin-left:.5rem}
+main{max-width:78em;margin:0 auto;padding:1rem 1.5rem}
+.card,section.op{background:var(--card);border-radius:.6rem;padding:.8rem 1rem;margin:.8rem 0;border:1px solid var(--line)}
+h2{font-size:1.15rem;margin:.2rem 0 .5rem}h3{font-size:1rem;margin:1rem 0 .4rem;color:var(--muted)}
+.wrap{overflow-x:auto}table{border-collapse:collapse;width:100%}td,th{padding:.3em .6em;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
+th{font-size:.85rem;color:var(--muted);font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}
+.online{color:var(--ok)}.offline,.never,.unknown{color:var(--bad)}
+form{margin:.5em 0;display:flex;flex-wrap:wrap;gap:.6rem 1rem;align-items:end}label{display:inline-flex;flex-direction:column;font-size:.85rem;color:var(--muted)}
+input,select,button{font:inherit;color:var(--ink);background:var(--card);border:1px solid #8193a5;border-radius:.3rem;padding:.3rem .5rem;min-height:2rem}
+button{cursor:pointer;background:var(--head);color:#fff;border-color:var(--head)}
+a{color:var(--recv)}:focus-visible{outline:3px solid var(--focus);outline-offset:2px}
+.clock{color:var(--muted);font-size:.85rem}.facts{display:flex;flex-wrap:wrap;gap:.4rem 1.5rem;margin:.2rem 0 .6rem}
+.chart{display:block;width:100%;max-width:52rem;height:auto}.chart text{font-size:12px;fill:var(--ink)}
+.chart .recv{fill:var(--recv)}.chart .give{fill:var(--give)}.chart .axis{stroke:var(--line)}
+.legend{font-size:.85rem;color:var(--muted)}.sw{display:inline-block;width:.8rem;height:.8rem;border-radius:.15rem;margin:0 .3rem 0 .8rem;vertical-align:-1px}
+.sw.recv{background:var(--recv)}.sw.give{background:var(--give)}
+#msg:empty,#a-msg:empty{display:none}
+</style>
+<header><h1 data-t=title>Quartier</h1>
+<nav id=langs><a href="?lang=fr" lang=fr>FR</a><a href="?lang=nl" lang=nl>NL</a><a href="?lang=en" lang=en>EN</a></nav></header>
+<main>
+<form id=login hidden><label><span data-t=token></span> <input id=token type=password autocomplete=current-password></label>
+<button data-t=open></button></form>
+<form id=period hidden><label><span data-t=month></span> <input id=month type=month></label> <label><span data-t=day></span> <input id=day type=date></label></form>
+<p id=msg role=status></p>
+<p class=clock id=clock></p>
+<section id=alerts class=card hidden><h2 data-t=alerts></h2>
 <form id=raise><label><span data-t=operation></span> <select id=a-op></select></label>
 <label><span data-t=kind></span> <select id=a-kind><option value=reduce data-t=reduce></option><option value=consume data-t=consume></option></select></label>
 <label><span data-t=minutes></span> <input id=a-minutes type=number min=1 max=1440 value=60 required></label>
 <label><span data-t=start></span> <input id=a-start type=datetime-local></label><br>
 <label><span data-t=message></span> <input id=a-message maxlength=200 size=60></label>
 <button id=a-raise data-t=raise></button> <button type=button id=a-end data-t=end></button></form>
-<p id=a-msg></p><div id=alert-list></div></section>
+<p id=a-msg role=status></p><div id=alert-list class=wrap></div></section>
 <div id=ops></div>
+</main>
 <script>
 // the token: from the link's fragment (never sent to a server or logged), else this browser's storage
 const frag = new URLSearchParams(location.hash.slice(1));
@@ -326,37 +373,44 @@ async function load() {
       get(`/api/v1/operations/${op.id}/refused?limit=20`), get(`/api/v1/operations/${op.id}/observers?day=${day}`)]);
     const members = mem.filter(m => m.role !== 'observer');  // the cabin's meter is watched, not a member
     const online = members.filter(m => m.status === 'online').length;
-    const live = op.live ? `live: pool ${op.live.pool_w} W, consumption ${op.live.consumption_w} W, signal <b>${esc(op.live.signal)}</b>,
-      ${op.live.members_reporting}/${op.live.members_total} reporting` : 'no live data';
-    html += `<h2>${esc(op.name || op.id)}</h2><p>key in use: <b>${esc(op.key)}</b> (${esc(op.rounds.join(', '))});
-      <span class=online-count>${online}/${members.length} members online</span>; ${live}</p>
-      <table><tr><th>member</th><th>role</th><th>status</th><th>last quarter-hour</th><th>quarter-hours ${esc(day)}</th>
-      <th>received ${esc(month)} (Wh)</th><th>shared injection (Wh)</th><th>provisional (Wh)</th><th>difference (Wh)</th>
-      <th>refused figures</th><th>statement</th></tr>` +
+    // live figures on one clock: the meters' (the time the operation's totals were measured), in the operation's zone
+    const live = op.live ? `${tx('live')} ${esc(at(op.live.time, op.timezone))}: ${tx('pool')} ${num(op.live.pool_w)} W,
+      ${tx('consumption')} ${num(op.live.consumption_w)} W, ${tx('signal')} <b>${esc(tx(op.live.signal))}</b>,
+      ${op.live.members_reporting}/${op.live.members_total} ${tx('reporting')}` : tx('no_live');
+    html += `<section class=op aria-labelledby="op-${esc(op.id)}"><h2 id="op-${esc(op.id)}">${esc(op.name || op.id)}</h2>
+      <p class=facts><span>${tx('key')}: <b>${esc(op.key)}</b> (${esc(op.rounds.join(', '))})</span>
+      <span class=online-count>${online}/${members.length} ${tx('online')}</span><span>${live}</span></p>` +
+      chart(op, mem, alloc, month) +
+      `<div class=wrap><table><caption class=clock>${tx('times')} (${esc(op.timezone)})</caption><tr><th scope=col>${tx('member')}</th><th scope=col>${tx('role')}</th>
+      <th scope=col>${tx('status')}</th><th scope=col>${tx('last_qh')}</th><th scope=col>${tx('qh_of')} ${esc(longDay(day))}</th>
+      <th scope=col>${tx('received')} ${esc(longMonth(month))} (Wh)</th><th scope=col>${tx('injection_shared')} (Wh)</th><th scope=col>${tx('provisional')} (Wh)</th>
+      <th scope=col>${tx('difference')} (Wh)</th><th scope=col>${tx('refused')}</th><th scope=col>${tx('statement')}</th></tr>` +
       mem.map(m => { const a = alloc.members[m.id] || {}, c = comp.members[m.id];
-        return `<tr data-member="${esc(m.id)}"><td>${esc(m.id)}</td><td>${esc(m.role)}</td><td class="${esc(m.status.split(' ')[0])}">${esc(m.status)}</td>
-        <td>${esc(m.last_quarter_hour)}</td><td class=n>${c ? c.received + '/' + comp.expected : ''}</td>
-        <td class="n received">${a.received_wh ?? ''} ${a.received_wh == null ? '' : a.source === 'grid' ? '(grid operator)' : '(provisional)'}</td>
+        return `<tr data-member="${esc(m.id)}"><th scope=row>${esc(m.id)}</th><td>${esc(tx(m.role))}</td><td class="${esc(m.status.split(' ')[0])}">${esc(tx({online: 'online_s', offline: 'offline_s'}[m.status] || m.status))}</td>
+        <td>${esc(at(m.last_quarter_hour, op.timezone))}</td><td class=n>${c ? c.received + '/' + comp.expected : ''}</td>
+        <td class="n received">${a.received_wh ?? ''} ${a.received_wh == null ? '' : a.source === 'grid' ? '(' + tx('grid_operator') + ')' : '(' + tx('provisional').toLowerCase() + ')'}</td>
         <td class=n>${a.injection_shared_wh ?? ''}</td><td class=n>${a.provisional_received_wh ?? ''}</td><td class=n>${a.difference_wh ?? ''}</td>
         <td class="n refused">${m.refused || ''}</td>
-        <td><a href="#" class=statement data-op="${esc(op.id)}" data-member="${esc(m.id)}">${esc(month)}</a></td></tr>`; }).join('') + '</table>' + observerList(obs, day) + refusedList(ref);
+        <td><a href="#" class=statement data-op="${esc(op.id)}" data-member="${esc(m.id)}">${esc(longMonth(month))}<span class=clock> · ${esc(m.id)}</span></a></td></tr>`; }).join('') +
+      '</table></div>' + observerList(obs, day) + refusedList(ref) + '</section>';
   }
+  $('clock').textContent = tx('clock_note');
   $('ops').innerHTML = html;
 }
 // observer meters (the cabin, a feeder): watched, never allocated; live power and the day's quarter-hours
 function observerList(obs, day) {
   if (!obs.length) return '';
-  return `<h3>${tx('observers')}</h3><table class=observers><tr><th>meter</th><th>${tx('power')} (W)</th><th>quarter-hours ${esc(day)} (Wh)</th></tr>` +
+  return `<h3>${tx('observers')}</h3><div class=wrap><table class=observers><tr><th scope=col>${tx('meter')}</th><th scope=col>${tx('power')} (W)</th><th scope=col>${tx('qh_of')} ${esc(longDay(day))} (Wh)</th></tr>` +
     obs.map(o => `<tr data-observer="${esc(o.id)}"><td>${esc(o.id)}</td><td class="n power">${o.live ? Math.round(o.live.import_w - o.live.export_w) : '–'}</td>
-      <td class=qhs>${o.quarter_hours.map(q => `<span title="${esc(q.start)}">${esc(q.start.slice(11, 16))} ${q.import_wh}</span>`).join(' · ')}</td></tr>`).join('') + '</table>';
+      <td class=qhs>${o.quarter_hours.map(q => `<span title="${esc(q.start)}">${esc(q.start.slice(11, 16))} ${q.import_wh}</span>`).join(' · ')}</td></tr>`).join('') + '</table></div>';
 }
 // figures the server refused to store (implausible, out of time, malformed): who, why, how often
 function refusedList(ref) {
   if (!ref.total) return '';
-  return `<h3>Refused figures (${ref.total})</h3><table class=refused-counts><tr><th>member</th><th>reason</th><th>count</th><th>last</th></tr>` +
+  return `<h3>${tx('refused_title')} (${ref.total})</h3><div class=wrap><table class=refused-counts><tr><th scope=col>${tx('member')}</th><th scope=col>${tx('reason')}</th><th scope=col>${tx('count')}</th><th scope=col>${tx('last')}</th></tr>` +
     ref.counts.map(r => `<tr><td>${esc(r.member ?? 'unknown ' + r.meter)}</td><td>${esc(r.reason)}</td><td class=n>${r.count}</td>
-      <td>${esc(r.last_at)}</td></tr>`).join('') + '</table>' +
-    (ref.recent.length ? `<details><summary>newest</summary><ul>` + ref.recent.map(d =>
+      <td>${esc(r.last_at)}</td></tr>`).join('') + '</table></div>' +
+    (ref.recent.length ? `<details><summary>${tx('newest')}</summary><ul>` + ref.recent.map(d =>
       `<li>${esc(d.received_at)} ${esc(d.member ?? d.meter)} ${esc(d.kind)}: ${esc(d.detail)}</li>`).join('') + '</ul></details>' : '');
 }
 // a member's statement of the month (décompte / afrekening), fetched with the token and opened as a page
@@ -366,29 +420,76 @@ document.addEventListener('click', e => { const a = e.target.closest('a.statemen
     {headers: {Authorization: 'Bearer ' + token}}).then(r => r.text()).then(t => {
       const url = URL.createObjectURL(new Blob([t], {type: 'text/html'})); if (w) w.location = url; else location = url; }); });
 // collective alerts: raise (now or scheduled), end, and the list with each alert's measured effect
-const LANG = (new URLSearchParams(location.search).get('lang') || navigator.language || 'en').slice(0, 2);
+const LANG = document.documentElement.lang;  // chosen by the server: ?lang, else the browser's languages
 const TX = {
   fr: {alerts: 'Alertes collectives', operation: 'Opération', kind: 'Type', reduce: 'Réduire maintenant',
     consume: 'Consommer maintenant', minutes: 'Durée (min)', start: 'Début (vide : maintenant)', message: 'Message',
     raise: "Lancer l'alerte", end: "Terminer l'alerte en cours", raised: 'Alerte envoyée à tous les foyers.',
     ended: 'Alerte terminée.', none: 'Aucune alerte.', status: 'statut', window: 'période', members: 'membres (kWh, réf., %)',
     observer: 'compteur observé (kWh, réf., %)', scheduled: 'programmée', active: 'en cours', expired: 'passée',
-    'ended_s': 'terminée', observers: 'Compteurs observés', power: 'puissance', cancel: 'annuler'},
+    'ended_s': 'terminée', observers: 'Compteurs observés', power: 'puissance', cancel: 'annuler',
+    title: 'Quartier — communauté', token: "Jeton d'opérateur", open: 'Ouvrir', month: 'Mois', day: 'Jour', live: 'en direct à',
+    pool: 'injection', consumption: 'consommation', signal: 'signal', reporting: 'membres rapportent', no_live: 'pas de données en direct',
+    key: 'clé de répartition', online: 'membres en ligne', member: 'membre', role: 'rôle', last_qh: 'dernier quart d’heure',
+    qh_of: 'quarts d’heure du', received: 'reçu en', injection_shared: 'injection partagée', provisional: 'Provisoire',
+    difference: 'écart', refused: 'chiffres refusés', statement: 'décompte', grid_operator: 'gestionnaire de réseau',
+    meter: 'compteur', reason: 'raison', count: 'nombre', last: 'dernier', newest: 'les plus récents', refused_title: 'Chiffres refusés',
+    consumer: 'consommateur', producer: 'producteur', both: 'les deux', online_s: 'en ligne', offline_s: 'hors ligne', 'never seen': 'jamais vu', unknown: 'inconnu',
+    green: 'vert', amber: 'orange', red: 'rouge', chart: 'Énergie partagée en {m} par membre (Wh)', chart_recv: 'reçu', chart_give: 'injection partagée',
+    times: 'Heures des compteurs', clock_note: 'Toutes les heures sont celles des compteurs (leurs mesures), dans le fuseau de l’opération ; les chiffres en direct datent de la dernière mesure reçue.'},
   nl: {alerts: 'Collectieve oproepen', operation: 'Deelinitiatief', kind: 'Soort', reduce: 'Nu minder verbruiken',
     consume: 'Nu verbruiken', minutes: 'Duur (min)', start: 'Begin (leeg: nu)', message: 'Bericht',
     raise: 'Oproep versturen', end: 'Lopende oproep beëindigen', raised: 'Oproep naar alle woningen verstuurd.',
     ended: 'Oproep beëindigd.', none: 'Geen oproepen.', status: 'status', window: 'periode', members: 'leden (kWh, ref., %)',
     observer: 'observatiemeter (kWh, ref., %)', scheduled: 'gepland', active: 'lopend', expired: 'voorbij',
-    'ended_s': 'beëindigd', observers: 'Observatiemeters', power: 'vermogen', cancel: 'annuleren'},
+    'ended_s': 'beëindigd', observers: 'Observatiemeters', power: 'vermogen', cancel: 'annuleren',
+    title: 'Quartier — gemeenschap', token: 'Operatortoken', open: 'Openen', month: 'Maand', day: 'Dag', live: 'live om',
+    pool: 'injectie', consumption: 'verbruik', signal: 'signaal', reporting: 'leden melden', no_live: 'geen live gegevens',
+    key: 'verdeelsleutel', online: 'leden online', member: 'lid', role: 'rol', last_qh: 'laatste kwartier',
+    qh_of: 'kwartieren van', received: 'ontvangen in', injection_shared: 'gedeelde injectie', provisional: 'Voorlopig',
+    difference: 'verschil', refused: 'geweigerde cijfers', statement: 'afrekening', grid_operator: 'netbeheerder',
+    meter: 'meter', reason: 'reden', count: 'aantal', last: 'laatste', newest: 'nieuwste', refused_title: 'Geweigerde cijfers',
+    consumer: 'verbruiker', producer: 'producent', both: 'beide', online_s: 'online', offline_s: 'offline', 'never seen': 'nooit gezien', unknown: 'onbekend',
+    green: 'groen', amber: 'oranje', red: 'rood', chart: 'Gedeelde energie in {m} per lid (Wh)', chart_recv: 'ontvangen', chart_give: 'gedeelde injectie',
+    times: 'Tijden van de meters', clock_note: 'Alle tijden zijn die van de meters (hun metingen), in de tijdzone van het deelinitiatief; live cijfers dateren van de laatst ontvangen meting.'},
   en: {alerts: 'Collective alerts', operation: 'Operation', kind: 'Kind', reduce: 'Reduce now', consume: 'Consume now',
     minutes: 'Duration (min)', start: 'Start (empty: now)', message: 'Message', raise: 'Raise the alert',
     end: 'End the active alert', raised: 'Alert sent to every home.', ended: 'Alert ended.', none: 'No alerts.',
     status: 'status', window: 'window', members: 'members (kWh, baseline, %)', observer: 'observer meter (kWh, baseline, %)',
     scheduled: 'scheduled', active: 'active', expired: 'past', 'ended_s': 'ended', observers: 'Observer meters',
-    power: 'power', cancel: 'cancel'}};
+    power: 'power', cancel: 'cancel',
+    title: 'Quartier — community', token: 'Operator token', open: 'Open', month: 'Month', day: 'Day', live: 'live at',
+    pool: 'injection', consumption: 'consumption', signal: 'signal', reporting: 'members reporting', no_live: 'no live data',
+    key: 'key in use', online: 'members online', member: 'member', role: 'role', last_qh: 'last quarter-hour',
+    qh_of: 'quarter-hours of', received: 'received in', injection_shared: 'shared injection', provisional: 'Provisional',
+    difference: 'difference', refused: 'refused figures', statement: 'statement', grid_operator: 'grid operator',
+    meter: 'meter', reason: 'reason', count: 'count', last: 'last', newest: 'newest', refused_title: 'Refused figures',
+    consumer: 'consumer', producer: 'producer', both: 'both', online_s: 'online', offline_s: 'offline', 'never seen': 'never seen',
+    green: 'green', amber: 'amber', red: 'red', chart: 'Shared energy in {m} per member (Wh)', chart_recv: 'received', chart_give: 'shared injection',
+    times: "Meters' times", clock_note: "All times are the meters' (when they measured), in the operation's time zone; live figures are as of the last measurement received."}};
 const tx = k => (TX[LANG] || TX.en)[k] ?? TX.en[k] ?? k;
-document.documentElement.lang = TX[LANG] ? LANG : 'en';
 document.querySelectorAll('[data-t]').forEach(e => e.textContent = tx(e.dataset.t));
+$('langs').setAttribute('aria-label', {fr: 'Langue', nl: 'Taal', en: 'Language'}[LANG] || 'Language');
+const LOC = {fr: 'fr-BE', nl: 'nl-BE', en: 'en-GB'}[LANG] || 'en-GB';
+const num = x => x == null ? '–' : Math.round(x).toLocaleString(LOC);
+// a meter time (ISO with its offset) on the operation's clock, in the page's language
+const at = (iso, tz) => iso ? new Date(iso).toLocaleString(LOC, {dateStyle: 'short', timeStyle: 'medium', timeZone: tz}) : '';
+const longDay = d => d ? new Date(d + 'T12:00:00Z').toLocaleDateString(LOC, {day: 'numeric', month: 'long', year: 'numeric', timeZone: 'UTC'}) : '';
+const longMonth = m => m ? new Date(m + '-15T12:00:00Z').toLocaleDateString(LOC, {month: 'long', year: 'numeric', timeZone: 'UTC'}) : '';
+// the month's shared energy per member: received (a consumer's share) and shared injection (a producer's)
+function chart(op, mem, alloc, month) {
+  const rows = mem.map(m => [m.id, (alloc.members[m.id] || {}).received_wh || 0, (alloc.members[m.id] || {}).injection_shared_wh || 0]);
+  const max = Math.max(1, ...rows.map(r => Math.max(r[1], r[2]))), W = 640, left = 110, bh = 12, rowH = 34;
+  const title = tx('chart').replace('{m}', longMonth(month));
+  const desc = rows.map(r => `${r[0]}: ${tx('chart_recv')} ${num(r[1])}, ${tx('chart_give')} ${num(r[2])}`).join('; ');
+  const bars = rows.map((r, i) => { const y = 6 + i * rowH, w1 = (W - left - 70) * r[1] / max, w2 = (W - left - 70) * r[2] / max;
+    return `<text x="${left - 8}" y="${y + 16}" text-anchor="end">${esc(r[0])}</text>
+      <rect class=recv x="${left}" y="${y}" width="${w1.toFixed(1)}" height="${bh}"/><text x="${left + w1 + 4}" y="${y + 10}">${num(r[1])}</text>
+      <rect class=give x="${left}" y="${y + bh + 2}" width="${w2.toFixed(1)}" height="${bh}"/><text x="${left + w2 + 4}" y="${y + bh + 12}">${num(r[2])}</text>`; }).join('');
+  return `<h3>${esc(title)}</h3><svg class=chart role=img aria-label="${esc(title + ': ' + desc)}" viewBox="0 0 ${W} ${rows.length * rowH + 8}">
+    <line class=axis x1="${left}" x2="${left}" y1="0" y2="${rows.length * rowH + 8}"/>${bars}</svg>
+    <p class=legend><i class="sw recv"></i>${tx('chart_recv')}<i class="sw give"></i>${tx('chart_give')}</p>`;
+}
 const send = (method, p, body) => fetch(p, {method, headers: {Authorization: 'Bearer ' + token, 'Content-Type': 'application/json'},
   body: body ? JSON.stringify(body) : undefined}).then(async r => { const j = await r.json().catch(() => ({}));
   if (!r.ok) throw new Error(typeof j.detail === 'string' ? j.detail : r.status + ''); return j; });

@@ -19,9 +19,9 @@ from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 from typing import Annotated, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi import Cookie, Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
@@ -30,6 +30,8 @@ from gateway.dates import DateInputError, check_day, parse_day, parse_instant
 from gateway.logs import get_logger
 from services.signal import Alert
 from services.node.web.figures import allocation_view, period_bounds, quarter_hours_view
+from services.node.web.page import load_texts, pick_language, render
+from services.node.web.periods import Energy, history_view, span
 from services.node.web.service import WebService, is_data_update
 from services.node.web.state import Update, iso
 
@@ -123,11 +125,33 @@ def create_app(service: WebService) -> FastAPI:
 
     # -- the page ----------------------------------------------------------------------------------
 
-    page = (STATIC / "index.html").read_text(encoding="utf-8").replace("__LANG__", s.language)
+    template = (STATIC / "index.html").read_text(encoding="utf-8")
+    texts = load_texts(STATIC)
 
     @app.get("/", include_in_schema=False)
-    def index() -> HTMLResponse:
-        return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
+    def index(lang: str | None = None, quartier_lang: Annotated[str | None, Cookie()] = None,
+              accept_language: Annotated[str | None, Header()] = None) -> HTMLResponse:
+        """In the member's language (``?lang``, their last choice, ``web.language``, the browser's),
+        with the signal and today's figures for a browser without JavaScript."""
+        chosen = pick_language(lang, quartier_lang, s.language, accept_language)
+        return HTMLResponse(render(template, texts, chosen, service.state.live()),
+                            headers={"Cache-Control": "no-cache", "Content-Language": chosen,
+                                     "Vary": "Accept-Language, Cookie"})
+
+    @app.get("/manifest.webmanifest", include_in_schema=False)
+    def manifest(accept_language: Annotated[str | None, Header()] = None) -> Response:
+        """Installable on a phone's home screen; named in the node's language."""
+        chosen = pick_language(None, None, s.language, accept_language)
+        body = {
+            "name": "Quartier", "short_name": "Quartier", "lang": chosen, "start_url": "/", "scope": "/",
+            "display": "standalone", "background_color": "#eef2f6", "theme_color": "#16324f",
+            "description": texts[chosen].get("surplus_now", "Quartier"),
+            "icons": [{"src": "/static/icon.svg", "sizes": "any", "type": "image/svg+xml", "purpose": "any"},
+                      {"src": "/static/icon-192.png", "sizes": "192x192", "type": "image/png"},
+                      {"src": "/static/icon-512.png", "sizes": "512x512", "type": "image/png"}],
+        }
+        return Response(json.dumps(body), media_type="application/manifest+json",
+                        headers={"Cache-Control": "no-cache", "Vary": "Accept-Language"})
 
     @app.get("/api/docs", include_in_schema=False)
     def docs() -> FileResponse:
@@ -192,6 +216,42 @@ def create_app(service: WebService) -> FastAPI:
         return allocation_view(period=period, label=label, start=start, end=end, meter_id=meter_id, import_wh=imp,
                                export_wh=exp, quarter_hours=n, expected=expected, member=member,
                                setup=service.fleet.setup, prices=s.prices)
+
+    @app.get(f"{API}/history", summary="A day, week, month or year of this meter, with euros where prices are known")
+    def history(
+        period: Annotated[Literal["day", "week", "month", "year"], Query(
+            description="day: by hour; week (Monday first) and month: by day; year: by month")] = "day",
+        at: Annotated[date | None, Query(description="a date in the period (YYYY-MM-DD); default: today")] = None,
+    ) -> dict:
+        """Import, export and the community's share per bucket and in total (closed quarter-hours and
+        the store's daily and monthly totals); ``production_wh`` and ``self_consumption_wh`` when the
+        node has a production meter; ``grid_cost_eur``/``shared_cost_eur`` when prices are configured.
+        ``previous``/``next``: a date in the neighbouring period. Bad parameters: 422 naming the field."""
+        day = _in_range(at, "at") or service.today()
+        tz = service.state.tz
+        sp = span(period, day, tz)
+        meter_id = service.state.meter_id
+
+        def energy_of(meter: str | None) -> list[Energy]:
+            if meter is None:
+                return []
+            h = service.history
+            if period == "day":
+                return [Energy(q.start, q.import_wh, q.export_wh, int(q.quality.value == "estimated"))
+                        for q in h.quarter_hours(meter, sp.start, sp.end)]
+            if period in ("week", "month"):
+                first = sp.start.date()
+                return [Energy(service.day_start(d.day), d.import_wh, d.export_wh, d.estimated)
+                        for d in h.daily_totals(meter, first, sp.end.date())]
+            return [Energy(service.day_start(date(int(m.month[:4]), int(m.month[5:7]), 1)), m.import_wh, m.export_wh,
+                           m.estimated) for m in h.monthly_totals(meter, f"{day.year:04d}-01", f"{day.year + 1:04d}-01")]
+
+        member = service.member_quarter_hours(sp.start, sp.end)
+        prod_meter = s.production_meter_id
+        return history_view(sp, tz=tz, meter_id=meter_id, energy=energy_of(meter_id),
+                            shared={t: m.received_wh for t, m in member.items()},
+                            production=energy_of(prod_meter) if prod_meter else None, prices=s.prices,
+                            basis="operation" if member else "own_meter")
 
     @app.get(f"{API}/health", summary="Is the gateway feeding this service, is the store readable")
     def health() -> dict:

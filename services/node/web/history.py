@@ -102,6 +102,16 @@ class History:
         rows = s.monthly_totals(meter_id=meter_id, start=month, end=nxt)
         return rows[0] if rows else None
 
+    def daily_totals(self, meter_id: str, start: date, end: date) -> list[DailyTotal]:
+        """Local days ``start <= day < end`` (the history's weeks and months)."""
+        s = self.store()
+        return s.daily_totals(meter_id=meter_id, start=start, end=end) if s is not None else []
+
+    def monthly_totals(self, meter_id: str, start: str, end: str) -> list[MonthlyTotal]:
+        """Local months ``"YYYY-MM"``, ``start <= month < end`` (the history's years)."""
+        s = self.store()
+        return s.monthly_totals(meter_id=meter_id, start=start, end=end) if s is not None else []
+
     def allocations(self, operation: str, start: datetime, end: datetime) -> list[Allocation]:
         """This member's allocations in [start, end) as the daemon stored them from the community
         server; none while the daemon has not created the table yet (an older release)."""

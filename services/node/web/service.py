@@ -44,6 +44,7 @@ class WebSettings:
     signal: SignalSettings = field(default_factory=SignalSettings)
     operation: str | None = None  # the sharing operation ([uplink], when enabled): its allocations are shown
     member_id: str | None = None  # this member in it (the pseudonym)
+    production_meter_id: str | None = None  # a PV meter (Flukso "production" sensor): own production on the page
 
     @classmethod
     def from_config(cls, cfg) -> WebSettings:
@@ -64,11 +65,22 @@ class WebSettings:
             stream_interval_s=w.stream_interval_s,
             operation=cfg.uplink.operation if cfg.uplink.enabled else None,
             member_id=cfg.uplink.pseudonym if cfg.uplink.enabled else None,
+            production_meter_id=_production_meter(cfg),
             signal=SignalSettings(
                 green_enter_w=s.green_enter_w, green_exit_w=s.green_exit_w, red_enter_w=s.red_enter_w,
                 red_exit_w=s.red_exit_w, hold_s=s.hold_s, max_hold_s=s.max_hold_s, stale_after_s=s.stale_after_s,
             ),
         )
+
+
+def _production_meter(cfg) -> str | None:
+    """The meter of the first Flukso "production" sensor (a PV inverter's circuit), if any: its
+    export register is the home's own production."""
+    for src in cfg.sources:
+        for sensor in getattr(src, "sensors", None) or ():
+            if getattr(sensor, "role", None) == "production":
+                return sensor.meter_id or getattr(src, "meter_id", None)
+    return None
 
 
 class WebService:

@@ -3,6 +3,7 @@
 "use strict";
 (function () {
   const T = window.QUARTIER_I18N;
+  document.documentElement.classList.remove("nojs");
   const $ = (id) => document.getElementById(id);
   const state = { lang: "en", live: null, qh: null, month: null, day: null, es: null, streamUp: false };
 
@@ -29,9 +30,13 @@
     state.lang = l;
     document.documentElement.lang = l;
     try { localStorage.setItem("quartier.lang", l); } catch (e) { /* ignore */ }
+    // the server renders the next visit in this language (services/node/web/page.py)
+    document.cookie = "quartier_lang=" + l + "; path=/; max-age=31536000; SameSite=Lax";
     document.querySelectorAll("[data-i18n]").forEach((el) => { el.textContent = t(el.dataset.i18n); });
+    document.querySelectorAll("[data-i18n-label]").forEach((el) => { el.setAttribute("aria-label", t(el.dataset.i18nLabel)); });
     document.querySelectorAll("#langs button").forEach((b) => b.classList.toggle("on", b.dataset.lang === l));
     render();
+    document.dispatchEvent(new CustomEvent("quartier:lang", { detail: l }));
   }
 
   // -- formatting -------------------------------------------------------------------------------
@@ -53,6 +58,10 @@
     const o = { hour: "2-digit", minute: "2-digit", timeZone: zone() };
     if (seconds) o.second = "2-digit";
     return new Date(iso).toLocaleTimeString(locale(), o);
+  }
+  // a local calendar day "YYYY-MM-DD" in the page's language (noon UTC: the same day everywhere)
+  function longDate(day) {
+    return new Date(day + "T12:00:00Z").toLocaleDateString(locale(), { weekday: "long", day: "numeric", month: "long", timeZone: "UTC" });
   }
   function pct(x) { return x === null || x === undefined ? "–" : Math.round(x * 100) + " %"; }
   function euro(x) {
@@ -79,7 +88,7 @@
     const s = L.signal;
     const light = $("light");
     light.className = "light " + s.state;
-    light.setAttribute("aria-label", s.state);
+    light.setAttribute("aria-label", t("light." + s.state));
     document.body.dataset.signal = s.state;
     // sentences and gauge: one story about the quarter-hour (story.js)
     window.QuartierStory.render(L, { t, lang: state.lang, watts, hhmm });
@@ -107,7 +116,7 @@
       $("today-import").textContent = kwh(L.today.import_wh);
       $("today-export").textContent = kwh(L.today.export_wh);
       if (L.today.day !== state.day) { state.day = L.today.day; loadHistory(); }
-      $("today-date").textContent = L.today.day;
+      $("today-date").textContent = longDate(L.today.day);
     }
     $("month-peak").textContent = watts(L.month_peak_w);
     $("meter").textContent = L.gateway.meter_id ? t("meter", { id: L.gateway.meter_id }) : "";
@@ -140,12 +149,14 @@
       if (hs > 0) parts.push(`<rect class="shared" x="${x}" y="${mid}" width="${bw}" height="${hs.toFixed(1)}"/>`);
     }
     svg.innerHTML = parts.join("");
+    const imp = rows.reduce((a, r) => a + r.imp, 0), exp = rows.reduce((a, r) => a + r.exp, 0);
+    svg.setAttribute("aria-label", t("bars_label", { imp: kwh(imp), exp: kwh(exp) }));
   }
 
   function renderMonth() {
     const m = state.month;
     if (!m) return;
-    $("month-label").textContent = m.label;
+    $("month-label").textContent = new Date(m.label + "-15T12:00:00Z").toLocaleDateString(locale(), { month: "long", year: "numeric", timeZone: "UTC" });
     $("month-shared").textContent = kwh(m.shared_wh);
     $("month-savings").textContent = euro(m.savings_eur);
     // honest savings: with the supplier's sharing fee a member can lose money by sharing, and is told so
@@ -188,6 +199,7 @@
       state.live = JSON.parse(ev.data);
       window.quartierUpdates = (window.quartierUpdates || 0) + 1; // read by the browser test
       renderLive();
+      document.dispatchEvent(new CustomEvent("quartier:live", { detail: state.live }));
     });
     es.addEventListener("quarter_hour", () => loadHistory());
     es.addEventListener("allocation", () => loadHistory());
@@ -196,7 +208,10 @@
 
   document.querySelectorAll("#langs button").forEach((b) => b.addEventListener("click", () => setLang(b.dataset.lang)));
   setLang(pickLang());
-  getJSON("/api/v1/live").then((L) => { state.live = L; if (L.today) state.day = L.today.day; renderLive(); loadHistory(); })
+  getJSON("/api/v1/live").then((L) => {
+    state.live = L; if (L.today) state.day = L.today.day; renderLive(); loadHistory();
+    document.dispatchEvent(new CustomEvent("quartier:live", { detail: L }));
+  })
     .catch(() => loadHistory());
   connect();
 })();

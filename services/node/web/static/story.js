@@ -17,7 +17,9 @@ window.QuartierStory = (function () {
     const s = L.signal;
     const { t, lang, watts, hhmm } = ctx;
     const w = (s.words && s.words[lang]) || null;
-    $("sentence").textContent = w ? w.headline : t("signal." + s.reason);
+    // a live region: written only when the words change, so it is not re-announced every second
+    const sentence = w ? w.headline : t("signal." + s.reason);
+    if ($("sentence").textContent !== sentence) $("sentence").textContent = sentence;
     $("reason").textContent = w ? w.reason : "";
     $("headroom").textContent = "";  // said by the reason and under the gauge, not a third time
     $("until").textContent = !s.held && s.valid_until ? t("until", { t: hhmm(s.valid_until) }) : "";
@@ -31,7 +33,7 @@ window.QuartierStory = (function () {
     $("g-min").textContent = "-" + span / 1000 + " kW";
     $("g-max").textContent = "+" + span / 1000 + " kW";
     $("surplus-w").textContent = signed(b, watts);
-    $("gauge").setAttribute("aria-label", t("qh_balance") + " " + signed(b, watts));
+    $("gauge").setAttribute("aria-label", t("gauge_label", { w: signed(b, watts), min: watts(-span), max: watts(span) }));
     const end = s.quarter_end ? hhmm(s.quarter_end) : "";
     $("can-add").textContent = b === null || b === undefined ? ""
       : s.headroom_w > 0 ? t("can_add", { w: watts(s.headroom_w), t: end }) : t("cannot_add", { t: end });
