@@ -167,7 +167,16 @@ class Worth:
     moved: Simulation
     shift: Moved
     prices: PriceChoice
-    members: list[MemberWorth]
+    members: list[MemberWorth]  # those declaring loads
+    others: list[MemberWorth]  # the rest: moved loads can take shared energy they used to receive
+
+    @property
+    def others_extra_shared_wh(self) -> int:
+        return sum(m.extra_shared_wh for m in self.others)
+
+    @property
+    def others_eur(self) -> float:
+        return round(sum(m.eur for m in self.others), 2)
 
     @property
     def key_label(self) -> str:
@@ -181,7 +190,8 @@ class Worth:
 
     @property
     def eur(self) -> float:
-        return round(sum(m.eur for m in self.members), 2)
+        """The whole operation: members with loads and the others."""
+        return round(sum(m.eur for m in self.members) + sum(m.eur for m in self.others), 2)
 
 
 def worth(op: Operation, data: MeterData, prices: PriceChoice | None = None,
@@ -197,10 +207,11 @@ def worth(op: Operation, data: MeterData, prices: PriceChoice | None = None,
     jidx = {mid: j for j, mid in enumerate(data.member_ids)}
     kidx = {pid: k for k, pid in enumerate(data.producer_ids)}
     members: list[MemberWorth] = []
+    others: list[MemberWorth] = []
     for m in op.members:
-        if m.id not in shift.declared_wh:
-            continue
-        j, k = jidx[m.id], kidx.get(m.id)
+        j, k = jidx.get(m.id), kidx.get(m.id)
+        if j is None:
+            continue  # a producer-only member receives nothing; a producer price is counted with "others" below
         cons = (int(usual.consumption[:, j].sum()), int(moved.consumption[:, j].sum()))
         recv = (int(usual.outcomes[0].received[:, j].sum()), int(moved.outcomes[0].received[:, j].sum()))
         pshared = (0, 0) if k is None else (int(usual.outcomes[0].producer_shared[:, k].sum()),
@@ -208,9 +219,15 @@ def worth(op: Operation, data: MeterData, prices: PriceChoice | None = None,
         grid = float(m.supplier_energy_eur_kwh) if m.supplier_energy_eur_kwh is not None else prices.grid_eur_kwh
         eur = ((cons[0] - cons[1]) * grid + (recv[1] - recv[0]) * prices.shared_value(grid)
                + (pshared[1] - pshared[0]) * prices.producer_eur_kwh) / 1000
-        members.append(MemberWorth(m.id, shift.runs[m.id], shift.declared_wh[m.id], shift.moved_wh[m.id],
-                                   cons, recv, pshared, round(eur, 2)))
-    return Worth(usual, moved, shift, prices, members)
+        row = MemberWorth(m.id, shift.runs.get(m.id, 0), shift.declared_wh.get(m.id, 0), shift.moved_wh.get(m.id, 0),
+                          cons, recv, pshared, round(eur, 2))
+        (members if m.id in shift.declared_wh else others).append(row)
+    for m in op.members:  # producer-only members: paid for their shared injection
+        if m.id in kidx and m.id not in jidx:
+            k = kidx[m.id]
+            ps = (int(usual.outcomes[0].producer_shared[:, k].sum()), int(moved.outcomes[0].producer_shared[:, k].sum()))
+            others.append(MemberWorth(m.id, 0, 0, 0, (0, 0), (0, 0), ps, round((ps[1] - ps[0]) * prices.producer_eur_kwh / 1000, 2)))
+    return Worth(usual, moved, shift, prices, members, others)
 
 
 def _kwh(wh: float) -> str:
@@ -239,7 +256,7 @@ def format_worth(w: Worth) -> str:
         "",
         f"Operation: shared {_kwh(w.shared_wh(0))} -> {_kwh(w.shared_wh(1))} kWh "
         f"({'+' if w.shared_wh(1) >= w.shared_wh(0) else ''}{_kwh(w.shared_wh(1) - w.shared_wh(0))} kWh), "
-        f"self-sufficiency {_pct(ss[0])} -> {_pct(ss[1])}, members with loads gain {w.eur:,.2f} EUR",
+        f"self-sufficiency {_pct(ss[0])} -> {_pct(ss[1])}, {w.eur:,.2f} EUR for the operation's members",
         "",
     ]
     head = ["Member", "Runs", "Declared kWh", "Moved kWh", "Extra shared kWh", "Self-suff. usual", "Self-suff. moved", "EUR"]
@@ -247,7 +264,9 @@ def format_worth(w: Worth) -> str:
              _pct(m.self_sufficiency(0)), _pct(m.self_sufficiency(1)), f"{m.eur:,.2f}"] for m in w.members]
     widths = [max(len(h), *(len(r[c]) for r in rows)) if rows else len(h) for c, h in enumerate(head)]
     fmt = lambda cells: "  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(cells))  # noqa: E731
-    lines += [fmt(head), "-" * (sum(widths) + 2 * (len(widths) - 1)), *(fmt(r) for r in rows)]
+    rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
+    lines += [fmt(head), rule, *(fmt(r) for r in rows), rule,
+              fmt([f"others ({len(w.others)})", "", "", "", _kwh(w.others_extra_shared_wh), "", "", f"{w.others_eur:,.2f}"])]
     short = [m.id for m in w.members if m.moved_wh < m.declared_wh]
     if short:
         lines.append(f"Moved < declared: the data's import at the usual time did not hold the whole run ({', '.join(short)}).")
