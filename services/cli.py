@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from gateway.logs import get_logger
+
+if TYPE_CHECKING:
+    from services.allocation import Operation
+    from services.community.simulate import MeterData
 
 USER_ERROR = 2
 log = get_logger("quartier.services")
@@ -107,6 +112,18 @@ def _register_simulate(subparsers: argparse._SubParsersAction) -> None:
         help="write the example 20-member operation (operation.toml) and a generated year of data (year.csv) to DIR",
     )
     p.add_argument("--seed", type=int, default=2025, help="random seed of --generate-example (default 2025)")
+    p.add_argument(
+        "--flexible",
+        action="store_true",
+        help="instead of comparing keys: what following the consume-now signal is worth — the members' flexible "
+        "loads (the operation file's 'flexible' member setting) at their usual time (the data as it is) and moved by "
+        "the signal, allocated with the operation's key; --chart then draws this comparison",
+    )
+    p.add_argument("--price", type=float, metavar="EUR_KWH",
+                   help="with --flexible: the value of one more shared kWh (grid energy price minus the community's "
+                   "shared price); default from the operation's prices, else 0.15 - 0.08")
+    p.add_argument("--grid-price", type=float, metavar="EUR_KWH",
+                   help="with --flexible: grid energy price for members without supplier_energy_eur_kwh (default 0.15)")
     p.set_defaults(func=_simulate)
 
 
@@ -145,6 +162,8 @@ def _simulate(args: argparse.Namespace) -> int:
     except UnicodeDecodeError:
         return _fail("simulate", f"{args.data}: not UTF-8 text")
 
+    if args.flexible:
+        return _simulate_flexible(args, operation, data)
     show = sys.stderr.isatty() if args.progress is None else args.progress
     bar = sim.ProgressBar(sys.stderr) if show else None
     try:
@@ -174,6 +193,39 @@ def _simulate(args: argparse.Namespace) -> int:
             return _fail("simulate", f"cannot write {args.chart}: {exc.strerror or exc}")
     for path in (p for p in (args.csv, args.chart) if p and p != "-"):
         print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def _simulate_flexible(args: argparse.Namespace, operation: Operation, data: MeterData) -> int:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from services.allocation import AllocationInputError
+    from services.community import flexible_sim as fs
+    from services.community import simulate as sim
+
+    for name in ("price", "grid_price"):
+        value = getattr(args, name)
+        if value is not None and not 0 <= value <= 10:
+            return _fail("simulate", f"--{name.replace('_', '-')} {value}: expected EUR per kWh between 0 and 10")
+    if not any(m.flexible for m in operation.members):
+        return _fail("simulate", f"--flexible: no member of {operation.id!r} declares flexible loads "
+                     "(add flexible = [{kind = \"dishwasher\"}] to a member; see services/allocation/README.md)")
+    last = datetime.fromtimestamp(int(data.epoch[-1]), ZoneInfo(operation.timezone)).date()
+    prices = fs.choose_prices(operation, last, grid=args.grid_price, value=args.price)
+    try:
+        result = fs.worth(operation, data, prices)
+    except AllocationInputError as exc:
+        return _fail("simulate", str(exc))
+    sys.stdout.write(fs.format_worth(result))
+    if args.chart:
+        try:
+            fs.write_worth_chart(result, args.chart)
+        except sim.ChartUnavailable as exc:
+            return _fail("simulate", str(exc))
+        except OSError as exc:
+            return _fail("simulate", f"cannot write {args.chart}: {exc.strerror or exc}")
+        print(f"wrote {args.chart}", file=sys.stderr)
     return 0
 
 

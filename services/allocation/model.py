@@ -28,6 +28,7 @@ One file describes one community (and the coordinator it belongs to) with its sh
     joined = 2026-03-15              # optional: member from this local day (default: from the beginning)
     left = 2026-10-01                # optional: no longer a member from this local day on (exclusive)
     shares = [{from = 2026-06-01, share = 0.08}]   # optional: agreed shares changed by decision
+    flexible = [{kind = "dishwasher"}, {kind = "ev", energy_kwh = 10}]   # optional: loads for the simulation
 
 Membership over time: a quarter-hour is allocated with the members active on its local day (in the
 operation's time zone) and their shares of that day, also when it is re-run weeks later. One meter
@@ -51,6 +52,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import AllocationInputError
+from .flexible import FlexibleLoadSetting
 from .presets import resolve_rounds
 from .settings import SHARE_TOLERANCE, Settings
 from .terms import Advance, Billing, PriceVersion, check_prices
@@ -97,6 +99,8 @@ class Member(_Strict):
     supplier_energy_eur_kwh: Decimal | None = Field(None, ge=0, le=10)
     supplier_sharing_fee_eur_year: Decimal | None = Field(None, ge=0, le=10_000)
     advances: tuple[Advance, ...] = ()  # advances paid (acompte / voorschot), settled on the statement
+    # flexible loads for ``quartier simulate`` (what following the signal is worth): allocation/flexible.py
+    flexible: tuple[FlexibleLoadSetting, ...] = ()
 
     def active_on(self, day: date) -> bool:
         """Whether this is a member on that local day."""
@@ -337,6 +341,8 @@ def _first_error(exc: ValidationError) -> AllocationInputError:
         field = f"{where}.{inner.field}" if where and inner.field else (where or inner.field)
         return AllocationInputError(field, inner.reason)
     msg = err["msg"]
+    if err["type"] == "value_error":
+        msg = msg.removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown field"
     elif err["type"] == "string_pattern_mismatch":

@@ -36,6 +36,7 @@ class FlexibleLoad:
     usual: int  # the usual start
     earliest: int
     deadline: int  # the run ends by then
+    every_days: int = 1  # one run every this many days (the first on the data's first whole day)
 
     def __post_init__(self) -> None:
         if self.energy_wh <= 0 or self.duration_q <= 0:
@@ -80,18 +81,36 @@ def _spread(extra: np.ndarray, start: int, load: FlexibleLoad) -> None:
             extra[start + k] += per + (rest if k == 0 else 0)
 
 
-def runs(load: FlexibleLoad, epoch: np.ndarray, tz: ZoneInfo, green: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Extra consumption (Wh per quarter-hour) of the load at its usual time and moved by the signal.
-    Only days whose whole window is in the data are counted (both runs count the same days)."""
-    usual = np.zeros(epoch.size, dtype=np.int64)
-    moved = np.zeros(epoch.size, dtype=np.int64)
+def run_starts(load: FlexibleLoad, epoch: np.ndarray, tz: ZoneInfo, green: np.ndarray) -> list[tuple[int, int]]:
+    """``(usual start row, start row moved by the signal)`` of each run. Only days whose whole window
+    and usual run are in the data are counted (both runs count the same days)."""
+    out: list[tuple[int, int]] = []
+    n = 0
     for day in _day_rows(epoch, tz):
         first = day + load.earliest
         last_start = first + load.window_q - load.duration_q
         u = day + load.usual if load.usual >= load.earliest else day + QUARTERS_PER_DAY + load.usual
         if last_start + load.duration_q > epoch.size or u + load.duration_q > epoch.size:
             continue
-        start = next((q for q in range(first, last_start + 1) if green[q]), last_start)
+        n += 1
+        if (n - 1) % load.every_days:
+            continue
+        out.append((u, next((q for q in range(first, last_start + 1) if green[q]), last_start)))
+    return out
+
+
+def spread(load: FlexibleLoad, energy_wh: int | None = None) -> list[int]:
+    """The run's Wh in each of its quarter-hours (evenly, the remainder in the first)."""
+    energy = load.energy_wh if energy_wh is None else energy_wh
+    per, rest = divmod(energy, load.duration_q)
+    return [per + (rest if k == 0 else 0) for k in range(load.duration_q)]
+
+
+def runs(load: FlexibleLoad, epoch: np.ndarray, tz: ZoneInfo, green: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Extra consumption (Wh per quarter-hour) of the load at its usual time and moved by the signal."""
+    usual = np.zeros(epoch.size, dtype=np.int64)
+    moved = np.zeros(epoch.size, dtype=np.int64)
+    for u, start in run_starts(load, epoch, tz, green):
         _spread(usual, u, load)
         _spread(moved, start, load)
     return usual, moved

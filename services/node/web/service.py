@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 from gateway.logs import get_logger
 from services.signal import SignalSettings
+from services.node.web import declared
 from services.node.web.figures import Prices, local_midnight
 from services.node.web.fleet import Fleet, MemberQuarterHour, OperationSetup
 from services.node.web.history import History
@@ -83,6 +84,16 @@ def _production_meter(cfg) -> str | None:
     return None
 
 
+DECLARED_SAVE_S = 30.0  # how often the declared-loads figure is written (also on stop)
+
+
+def _shared_value(prices: Prices) -> float | None:
+    """EUR a kWh moved into sharing is worth: grid - shared price, when both are configured."""
+    if prices.grid_eur_kwh is None or prices.shared_eur_kwh is None:
+        return None
+    return prices.grid_eur_kwh - prices.shared_eur_kwh
+
+
 class WebService:
     """Owns the node state and the background tasks; the FastAPI app (app.py) reads from it."""
 
@@ -90,6 +101,8 @@ class WebService:
         self.settings = settings
         self.fleet = fleet if fleet is not None else Fleet()
         self.history = History(settings.store_path, timezone=settings.timezone)
+        # beside the daemon's socket, in its runtime dir: the only place the web service may write
+        self.declared_path = settings.socket_path.parent / declared.FILE_NAME
         if settings.operation and settings.member_id and self.fleet.setup is None:
             # the node knows its operation and pseudonym, not the other members: the community server
             # allocates and sends this member its own share, which the daemon stores
@@ -98,6 +111,8 @@ class WebService:
         self.state = NodeState(
             tz=ZoneInfo(settings.timezone), signal_settings=settings.signal, meter_id=settings.meter_id, fleet=self.fleet,
             language=settings.language if settings.language in LANGS else "en",
+            declared=declared.load(self.declared_path, ZoneInfo(settings.timezone)),
+            declared_value_eur_kwh=_shared_value(settings.prices),
         )
         self.client = LiveClient(settings.socket_path, self._on_message, self.state.set_connected)
         self.mqtt_feed = mqtt_feed
@@ -106,6 +121,7 @@ class WebService:
         self._tasks: list[asyncio.Task] = []
         self._background: set[asyncio.Task] = set()
         self._today_loading = False
+        self._declared_saved = time.monotonic()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -129,7 +145,18 @@ class WebService:
         self._tasks = []
         if self.mqtt_feed is not None:
             self.mqtt_feed.stop()
+        self.save_declared()
         self.history.close()
+
+    def save_declared(self) -> None:
+        """Keep the month's declared-loads figure across restarts (declared.py); a failure is logged."""
+        tally = self.state.declared
+        if tally is None or not tally.dirty:
+            return
+        try:
+            declared.save(self.declared_path, tally)
+        except OSError as exc:
+            log.warning("web.declared_loads_not_saved", extra={"path": str(self.declared_path), "error": str(exc)})
 
     # -- live path -------------------------------------------------------------------------------
 
@@ -147,6 +174,9 @@ class WebService:
             await asyncio.sleep(period)
             try:
                 self.state.tick()
+                if time.monotonic() - self._declared_saved >= DECLARED_SAVE_S:
+                    self._declared_saved = time.monotonic()
+                    self.save_declared()
                 if self.mqtt_feed is not None and self.mqtt_feed.diagnostics_due():
                     from gateway.health import metering_summary, read_health
 

@@ -22,8 +22,10 @@ from services.signal import (
     SignalInputs,
     SignalSettings,
     SignalTracker,
+    State,
     TriggeredLoad,
 )
+from services.node.web.declared import DeclaredTally
 from services.node.web.fleet import Fleet
 from services.signal_words import text as signal_text
 from services.signal_words import words as signal_words
@@ -96,6 +98,10 @@ class NodeState:
     community_alerts: tuple[Alert, ...] = ()  # the operation's collective alerts (active and scheduled)
     last_alert_result: dict | None = None  # the collective result of the last finished alert
     triggered: dict[str, TriggeredLoad] = field(default_factory=dict)
+    # the month's energy of declared (triggered) loads run while green (declared.py); its value per kWh
+    # (grid - shared price, when web prices are configured) for the euro estimate
+    declared: DeclaredTally | None = None
+    declared_value_eur_kwh: float | None = None
     version: int = 0
     readings: int = 0
     bad_messages: int = 0  # live-feed messages that did not parse (logged)
@@ -106,6 +112,8 @@ class NodeState:
 
     def __post_init__(self) -> None:
         self._tracker = SignalTracker(self.signal_settings)
+        if self.declared is None:
+            self.declared = DeclaredTally(self.tz)
 
     # -- listeners -------------------------------------------------------------------------------
 
@@ -274,7 +282,11 @@ class NodeState:
 
     def _evaluate(self) -> bool:
         before = self._tracker.current
-        sig = self._tracker.update(self.signal_inputs())
+        inputs = self.signal_inputs()
+        sig = self._tracker.update(inputs)
+        if self.declared is not None:  # the interval since the previous evaluation, at the power that ran then
+            self.declared.advance(inputs.now, sum(t.watts for t in self.triggered.values()),
+                                  sig.state is State.GREEN)
         changed = before is None or before.state is not sig.state or before.reason is not sig.reason
         if changed and before is not None:
             log.info("signal.changed", extra={"state": sig.state.value, "reason": sig.reason.value,
@@ -317,6 +329,7 @@ class NodeState:
             "operation": None,
             "signal": self.signal_view(),
             "last_alert": self.last_alert_result,
+            "declared_loads": self.declared_view(),
         }
         if r is not None:
             imp = float(r.get("import_w") or 0.0)
@@ -351,6 +364,22 @@ class NodeState:
                 "members_total": fl.members_total,
             }
         return out
+
+    def declared_view(self) -> dict | None:
+        """This month's energy of the loads home automation declared that ran while the signal was green."""
+        if self.declared is None:
+            return None
+        now = self.meter_now() or datetime.now(UTC)
+        month = self.declared.month_of(now)
+        kwh = self.declared.month_wh(month) / 1000
+        value = self.declared_value_eur_kwh
+        return {
+            "month": month,
+            "green_kwh": round(kwh, 3),
+            "savings_eur": None if value is None else round(kwh * value, 2),
+            "running": len(self.triggered),
+            "running_w": round(sum(t.watts for t in self.triggered.values()), 1),
+        }
 
     def _today_view(self, q: dict | None) -> dict | None:
         t = self.today

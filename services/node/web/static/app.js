@@ -119,6 +119,14 @@
       $("today-date").textContent = longDate(L.today.day);
     }
     $("month-peak").textContent = watts(L.month_peak_w);
+    // the member's own declared loads (home automation) that ran while green, this month
+    const dl = L.declared_loads, shown = !!dl && (dl.green_kwh > 0 || dl.running > 0);
+    $("declared-loads").hidden = !shown;
+    if (shown) {
+      const k = kwh(dl.green_kwh * 1000);
+      $("declared-loads").textContent = dl.savings_eur === null || dl.savings_eur === undefined
+        ? t("declared_loads", { kwh: k }) : t("declared_loads_eur", { kwh: k, eur: euro(dl.savings_eur) });
+    }
     $("meter").textContent = L.gateway.meter_id ? t("meter", { id: L.gateway.meter_id }) : "";
     $("updated").textContent = L.time ? t("updated", { t: hhmm(L.time, true) }) : "";
     renderBars();
