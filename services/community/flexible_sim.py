@@ -240,7 +240,6 @@ def _pct(x: float) -> str:
 
 def format_worth(w: Worth) -> str:
     """The text the command prints: the operation, then each member with loads."""
-    op = w.usual.operation
     ss = [w.shared_wh(i) / w.consumption_wh(i) if w.consumption_wh(i) else float("nan") for i in (0, 1)]
     p = w.prices
     price_line = (f"Prices ({p.source}): value of a shared kWh {p.value_eur_kwh:.3f} EUR" if p.value_eur_kwh is not None
