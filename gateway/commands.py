@@ -9,7 +9,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from gateway.cli import CommandError
+from gateway.cli import CommandError, ConfigurationError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -64,7 +64,7 @@ def load_checked(path: Path):
     try:
         return load_config(path)
     except ConfigError as exc:
-        raise CommandError(str(exc)) from None
+        raise ConfigurationError(str(exc)) from None
 
 
 def cmd_config_check(args) -> int:

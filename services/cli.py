@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from gateway.cli import EX_CONFIG
 from gateway.logs import get_logger
 
 USER_ERROR = 2
@@ -201,7 +202,8 @@ def _web(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
-        return _fail("web", str(exc))
+        _fail("web", str(exc))
+        return EX_CONFIG  # the unit does not restart on it (RestartPreventExitStatus=78)
     if args.port is not None and not 0 <= args.port <= 65535:
         return _fail("web", f"--port {args.port}: not a TCP port (0-65535)")
     import socket

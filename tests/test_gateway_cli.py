@@ -131,3 +131,34 @@ def test_status_shows_outbox_and_dead_letters(tmp_path):
     assert "dead letters   1" in out and "field type conflict" in out
     j = json.loads(quartier("status", "--db", str(db), "--json").stdout)
     assert j["outbox_depth"] == 2 and len(j["dead_letters"]) == 1
+
+
+# -- the command's own contract (issue 17) ---------------------------------------------------------
+
+
+def test_version_and_a_bare_quartier_prints_the_help_on_stdout():
+    from importlib.metadata import version
+
+    r = quartier("--version")
+    assert r.returncode == 0 and r.stdout.decode().strip() == f"quartier {version('quartier')}"
+    bare = quartier()
+    assert bare.returncode == 0, bare.stderr.decode()
+    out = bare.stdout.decode()
+    assert out.startswith("usage: quartier") and "run" in out and "doctor" in out and bare.stderr == b""
+    # an empty or misspelt command is still a usage error
+    assert quartier("").returncode == 2 and quartier("rnu").returncode == 2
+
+
+def test_a_configuration_error_exits_78_for_every_service(tmp_path):
+    """EX_CONFIG: the units carry RestartPreventExitStatus=78, so a bad file is not restarted for ever."""
+    bad = tmp_path / "quartier.toml"
+    bad.write_text('[daemon]\ntimezone = "Europe/Brussels"\nbogus_key = 1\n')
+    for args in (("run", "--config", str(bad)), ("web", "--config", str(bad)), ("config", "check", str(bad)),
+                 ("light", "--config", str(bad), "--mock"), ("status", "--config", str(bad)),
+                 ("run", "--config", str(tmp_path / "missing.toml"))):
+        r = quartier(*args)
+        assert r.returncode == 78, (args, r.returncode, r.stderr.decode())
+        err = r.stderr.decode()
+        assert "Traceback" not in err and ("bogus_key" in err or "file not found" in err), err
+    # a usage error is not a configuration error
+    assert quartier("run").returncode == 2

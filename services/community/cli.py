@@ -9,7 +9,8 @@
     quartier community statement --config ... --operation op1 --period 2026-05 --format json|csv|pdf
     quartier community sheets --config ... --operation op1 --month 2026-05 --out ./sheets [--language fr]
 
-Handlers import their modules lazily; user errors are one line on stderr and exit status 2.
+Handlers import their modules lazily; user errors are one line on stderr and exit status 2, a wrong
+configuration or community file exit status 78 (EX_CONFIG).
 """
 
 from __future__ import annotations
@@ -84,8 +85,11 @@ def _load(args: argparse.Namespace):
     try:
         cfg = load_server_config(args.config, getattr(args, "secrets", None))
         community = load_community(cfg.server.community_file)
-    except (ConfigError, AllocationInputError) as exc:
-        raise SystemExit(_fail(str(exc))) from None
+    except (ConfigError, AllocationInputError) as exc:  # the server's config or its community file
+        from gateway.cli import EX_CONFIG
+
+        _fail(str(exc))
+        raise SystemExit(EX_CONFIG) from None  # a unit does not restart on it (RestartPreventExitStatus=78)
     except OSError as exc:
         raise SystemExit(_fail(f"{exc.strerror or exc}: {exc.filename}")) from None
     return cfg, community
