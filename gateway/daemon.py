@@ -219,8 +219,8 @@ class Daemon:
             t.join(timeout=5)
         if self.live is not None:
             self.live.stop()
-        try:
-            self._write_health(self.health())
+        try:  # the last word: `quartier status` and the doctor tell a stopped daemon from a live one
+            self._write_health({**self.health(), "state": "stopped"})
         except Exception:
             pass
         if self.store is not None:
@@ -287,6 +287,7 @@ class Daemon:
                 sinks[sink.name].update(extra())
         return {
             "time": utc_iso(datetime.now(timezone.utc)),
+            "state": "running",
             "pid": os.getpid(),
             "uptime_s": round(now - self.started_at, 1),
             "last_telegram_age_s": round(min(ages), 1) if ages else None,

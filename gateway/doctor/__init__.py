@@ -173,7 +173,8 @@ def run_checks(setup: Setup, *, probe_seconds: float = 12.0, now: datetime | Non
         findings.append(Finding("Gateway running", Level.FAIL, f"This user may not read the gateway's health file in {rdir}.",
                                 "Run the doctor with sudo: sudo quartier doctor"))
         return findings
-    alive = pid_alive(health.get("pid")) if health else None
+    # a daemon that stopped cleanly says so in its last health file (its pid may already be reused)
+    alive = (False if health.get("state") == "stopped" else pid_alive(health.get("pid"))) if health else None
     # fresh, and its process still there (a daemon that stopped cleanly wrote a last health file)
     running = health is not None and age is not None and age <= fresh_s and alive is not False
 
