@@ -11,13 +11,16 @@ Exit statuses (sysexits.h, as systemd units and scripts read them):
 - 1 an internal error; 2 a usage or input error (argparse's own status, and :class:`CommandError`);
 - 78 (``EX_CONFIG``) the configuration is wrong (:class:`ConfigurationError`): restarting cannot fix
   it, so every unit names it in ``RestartPreventExitStatus=`` instead of restarting every 5 s for ever;
-- 130 interrupted (Ctrl-C). SIGTERM is a clean stop: status 0.
+- 130 interrupted (Ctrl-C); 143 stopped by SIGTERM in the middle of a one-shot command. The
+  long-running commands (run, demo, web, light, community, community demo, flukso emulate) treat
+  SIGTERM as the normal way to stop: they finish cleanly and exit 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 from gateway.logs import get_logger, setup_logging
@@ -45,6 +48,15 @@ class ConfigurationError(CommandError):
     """The configuration file (or its secrets) is wrong: exit status 78, which the units do not restart on."""
 
     exit_status = EX_CONFIG
+
+
+class Terminated(Exception):
+    """SIGTERM arrived while a command without its own handler ran: unwinds it so that its ``finally``
+    blocks run (ports closed, files flushed) instead of the process vanishing mid-write."""
+
+
+def _terminate(_signum: int, _frame: object) -> None:
+    raise Terminated
 
 
 def version() -> str:
@@ -82,10 +94,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stdout)
         return 0
     setup_logging(args.log_level, args.log_format)
+    # the default for every command; the long-running ones install their own (a clean stop, status 0)
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except Terminated:
+        return 128 + signal.SIGTERM
     except BrokenPipeError:  # `quartier p1 decode | head`
         return 0
     except CommandError as exc:
