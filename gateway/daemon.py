@@ -163,6 +163,10 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop_event.set())
         self.start()
+        from p1.crc import compiled as crc_compiled
+
+        if not crc_compiled():  # metering still works, but a Pi may fall behind a meter sending every second
+            log.warning("crc.pure_python", extra={"fix": "reinstall with the pinned wheels (deploy/install.sh --force); see quartier doctor"})
         systemd.notify("READY=1\nSTATUS=reading meters")
         log.info(
             "daemon.started",

@@ -47,6 +47,7 @@ from gateway.doctor.judges import (
     judge_clock,
     judge_config,
     judge_crc,
+    judge_crc_extension,
     judge_daemon,
     judge_disk,
     judge_influx,
@@ -86,6 +87,7 @@ __all__ = [  # the judges and probes, for the tests and for other commands
     "judge_clock",
     "judge_config",
     "judge_crc",
+    "judge_crc_extension",
     "judge_daemon",
     "judge_disk",
     "judge_influx",
@@ -160,7 +162,9 @@ def run_checks(setup: Setup, *, probe_seconds: float = 12.0, now: datetime | Non
     from gateway.health import read_health
 
     now = now or datetime.now(timezone.utc)
-    findings = [judge_config(setup.config_path, setup.config_error)]
+    from p1.crc import compiled as crc_compiled
+
+    findings = [judge_config(setup.config_path, setup.config_error), judge_crc_extension(crc_compiled())]
     cfg = setup.config
     if cfg is None:
         findings.append(judge_clock(clock_synchronised(), uses_pi_clock=False))
