@@ -360,3 +360,46 @@ def test_unknown_option_is_refused(tmp_path: Path) -> None:
     proc = _install(tmp_path / "r", "--frobnicate", check=False)
     assert proc.returncode != 0
     assert "unknown option: --frobnicate" in proc.stderr
+
+
+# -- pinned versions (issue 17) ---------------------------------------------------------------------
+
+
+def _constraints() -> dict[str, str]:
+    pins = {}
+    for line in (DEPLOY / "constraints.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, sep, ver = line.partition("==")
+            assert sep and ver, f"constraints.txt: {line!r} is not pinned with =="
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = ver
+    return pins
+
+
+def test_constraints_pin_every_dependency() -> None:
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = [*project["dependencies"], *project["optional-dependencies"]["pi"]]
+    pins = _constraints()
+    for req in wanted:
+        name = re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9_.-]+", req).group(0)).lower()
+        assert name in pins, f"{req} (pyproject.toml) is not pinned in deploy/constraints.txt"
+    assert "crcmod" not in pins  # crcmod-plus replaces it: both would write the same package
+    assert '-c "$CONSTRAINTS"' in INSTALL.read_text()
+
+
+def test_the_installed_release_has_the_pinned_versions(installed: Path) -> None:
+    py = installed / "opt/quartier/current/venv/bin/python"
+    proc = subprocess.run([str(py), "-m", "pip", "freeze", "--exclude", "quartier", "--disable-pip-version-check"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    pins = _constraints()
+    got = {re.sub(r"[-_.]+", "-", n).lower(): v for n, _, v in (ln.partition("==") for ln in proc.stdout.split()) if v}
+    assert got, proc.stdout
+    for name, ver in got.items():
+        assert pins.get(name) == ver, f"{name}=={ver} installed, constraints.txt says {pins.get(name)}"
+    # the compiled CRC came with the wheel
+    check = subprocess.run([str(py), "-c", "from p1.crc import compiled; assert compiled()"], capture_output=True,
+                           text=True, timeout=60, cwd=installed)
+    assert check.returncode == 0, check.stderr
