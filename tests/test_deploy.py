@@ -403,3 +403,12 @@ def test_the_installed_release_has_the_pinned_versions(installed: Path) -> None:
     check = subprocess.run([str(py), "-c", "from p1.crc import compiled; assert compiled()"], capture_output=True,
                            text=True, timeout=60, cwd=installed)
     assert check.returncode == 0, check.stderr
+
+
+def test_license_is_an_spdx_expression_with_its_text() -> None:
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "Apache-2.0" and project["license-files"] == ["LICENSE"]
+    text = (REPO / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text and "END OF TERMS AND CONDITIONS" in text
