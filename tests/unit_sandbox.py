@@ -8,8 +8,9 @@ what of them the kernel enforces for the process itself, as systemd would, and t
   lists add, ``~`` lists remove) through libseccomp, every other system call failing with
   ``SystemCallErrorNumber=`` (or killing the process with ``--kill``, to find what a service calls);
 - ``RestrictAddressFamilies=`` as systemd does it: ``socket()`` refused for any other family;
-- ``MemoryDenyWriteExecute=`` through the kernel's own ``PR_SET_MDWE`` (Linux >= 6.3; systemd >= 257
-  uses it too), which refuses writable+executable mappings like systemd's seccomp rules do;
+- ``MemoryDenyWriteExecute=`` with the seccomp rules systemd 252 (Debian 12) installs: ``mmap`` of
+  writable+executable memory, ``mprotect``/``pkey_mprotect`` adding execute and ``shmat`` with
+  ``SHM_EXEC`` fail with EPERM;
 - ``NoNewPrivileges=``.
 
 Not applied here: the mount namespace (ProtectSystem, ReadWritePaths ...), the device cgroup, users
@@ -27,10 +28,10 @@ import sys
 from pathlib import Path
 
 PR_SET_NO_NEW_PRIVS = 38
-PR_SET_MDWE, PR_GET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 66, 1
 SCMP_ACT_ALLOW = 0x7FFF0000
 SCMP_ACT_KILL_PROCESS = 0x80000000
-SCMP_CMP_EQ = 4
+SCMP_CMP_EQ, SCMP_CMP_MASKED_EQ = 4, 7
+PROT_WRITE, PROT_EXEC, SHM_EXEC = 0x2, 0x4, 0o100000
 
 
 def SCMP_ACT_ERRNO(code: int) -> int:  # noqa: N802 - libseccomp's macro
@@ -81,23 +82,45 @@ def allowed_syscalls(filters: list[str]) -> set[str]:
     return allowed
 
 
-def apply(unit: Path, *, kill: bool = False) -> None:
-    s = unit_settings(unit)
-    libc = ctypes.CDLL(None, use_errno=True)
-    if s.get("NoNewPrivileges") == ["true"] and libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "PR_SET_NO_NEW_PRIVS")
-    if s.get("MemoryDenyWriteExecute") == ["true"]:
-        if libc.prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "PR_SET_MDWE (Linux >= 6.3)")
-    filters = s.get("SystemCallFilter", [])
-    if not filters:
-        return
-    lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
+def _libseccomp() -> ctypes.CDLL:
+    lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)  # a dependency of Debian's systemd package
     lib.seccomp_init.restype = ctypes.c_void_p
     lib.seccomp_init.argtypes = [ctypes.c_uint32]
     lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint, ctypes.POINTER(_ArgCmp)]
     lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
     lib.seccomp_load.argtypes = [ctypes.c_void_p]
+    return lib
+
+
+def _deny_write_execute(lib: ctypes.CDLL) -> None:
+    """A filter of its own, as systemd's (stacked filters: the strictest answer wins)."""
+    ctx = lib.seccomp_init(SCMP_ACT_ALLOW)
+    rules = [("mmap", 2, PROT_WRITE | PROT_EXEC, PROT_WRITE | PROT_EXEC), ("mprotect", 2, PROT_EXEC, PROT_EXEC),
+             ("pkey_mprotect", 2, PROT_EXEC, PROT_EXEC), ("shmat", 2, SHM_EXEC, SHM_EXEC)]
+    for name, arg, mask, value in rules:
+        nr = lib.seccomp_syscall_resolve_name(name.encode())
+        if nr == -1:
+            continue
+        cmp = _ArgCmp(arg, SCMP_CMP_MASKED_EQ, mask, value)
+        rc = lib.seccomp_rule_add_array(ctx, SCMP_ACT_ERRNO(errno.EPERM), nr, 1, ctypes.byref(cmp))
+        if rc < 0:
+            raise OSError(-rc, f"seccomp_rule_add {name}")
+    rc = lib.seccomp_load(ctx)
+    if rc < 0:
+        raise OSError(-rc, "seccomp_load (MemoryDenyWriteExecute)")
+
+
+def apply(unit: Path, *, kill: bool = False) -> None:
+    s = unit_settings(unit)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if s.get("NoNewPrivileges") == ["true"] and libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "PR_SET_NO_NEW_PRIVS")
+    lib = _libseccomp()
+    if s.get("MemoryDenyWriteExecute") == ["true"]:
+        _deny_write_execute(lib)
+    filters = s.get("SystemCallFilter", [])
+    if not filters:
+        return
     errname = (s.get("SystemCallErrorNumber") or ["EPERM"])[0]
     default = SCMP_ACT_KILL_PROCESS if kill else SCMP_ACT_ERRNO(getattr(errno, errname))
     ctx = lib.seccomp_init(default)
