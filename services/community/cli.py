@@ -28,6 +28,14 @@ def _fail(message: str) -> int:
     return USER_ERROR
 
 
+def _config_fail(message: str) -> int:
+    """A setting the server cannot run with: 78 (EX_CONFIG), which a unit does not restart on."""
+    from gateway.cli import EX_CONFIG
+
+    _fail(message)
+    return EX_CONFIG
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("community", help="the community server (fleet sync, allocation, operator API)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -86,10 +94,7 @@ def _load(args: argparse.Namespace):
         cfg = load_server_config(args.config, getattr(args, "secrets", None))
         community = load_community(cfg.server.community_file)
     except (ConfigError, AllocationInputError) as exc:  # the server's config or its community file
-        from gateway.cli import EX_CONFIG
-
-        _fail(str(exc))
-        raise SystemExit(EX_CONFIG) from None  # a unit does not restart on it (RestartPreventExitStatus=78)
+        raise SystemExit(_config_fail(str(exc))) from None
     except OSError as exc:
         raise SystemExit(_fail(f"{exc.strerror or exc}: {exc.filename}")) from None
     return cfg, community
@@ -108,13 +113,13 @@ def _run(args: argparse.Namespace) -> int:
         roster = Roster.build(community, cfg.server.pseudonym_secret.get_secret_value(), only,
                               default_max_power_w=cfg.server.default_max_power_w)
     except ValueError as exc:
-        return _fail(f"server.{exc}")
+        return _config_fail(f"server.{exc}")
     if only == []:
-        return _fail(f"server.shard = {cfg.server.shard!r}: this share of the community's "
-                     f"{len(community.operations)} operation(s) is empty; run fewer server processes")
+        return _config_fail(f"server.shard = {cfg.server.shard!r}: this share of the community's "
+                            f"{len(community.operations)} operation(s) is empty; run fewer server processes")
     tokens = [t.get_secret_value() for t in cfg.api.tokens]
     if cfg.api.enabled and not tokens:
-        return _fail("api.tokens: at least one operator token in the secrets file (or api.enabled = false)")
+        return _config_fail("api.tokens: at least one operator token in the secrets file (or api.enabled = false)")
     b = cfg.broker
     # one persistent session per process: shards started from one configuration must not take over
     # each other's session (the broker would disconnect the older one, back and forth)
