@@ -78,11 +78,17 @@ def cmd_demo(args) -> int:
         flush=True,
     )
     web = _start_demo_web(config_path, args.port, d)
-    if args.duration:
-        threading.Timer(args.duration, daemon.stop_event.set).start()
+    # a daemon thread, cancelled at the end: a SIGTERM (systemctl stop, a test harness) stops the demo
+    # at once; a non-daemon Timer kept the process alive until --duration was over
+    timer = threading.Timer(args.duration, daemon.stop_event.set) if args.duration else None
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
     try:
         return daemon.run()
     finally:
+        if timer is not None:
+            timer.cancel()
         _stop_child(web)
 
 

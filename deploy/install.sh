@@ -97,6 +97,9 @@ RELEASES=$OPT/releases
 ETC=$ROOT/etc/quartier
 CONFIG=$ETC/quartier.toml
 SECRETS=$ETC/secrets.toml
+# the pinned versions of every Python package a release installs
+CONSTRAINTS=$SRC/deploy/constraints.txt
+[ -f "$CONSTRAINTS" ] || die "$CONSTRAINTS missing: the release would install unpinned versions"
 
 # -- helpers ---------------------------------------------------------------------------------------
 
@@ -278,7 +281,7 @@ build_release() {  # a virtual environment with Quartier from this checkout, in 
         if [ "$WITH_LIGHT" = 1 ] && ! "$dir/venv/bin/python" -c 'import gpiozero' 2>/dev/null; then
             say "adding the GPIO light's packages (gpiozero, lgpio) to release $release"
             source_copy
-            "$dir/venv/bin/python" -m pip install --quiet --disable-pip-version-check "${PIP_ARGS[@]}" "$BUILD_DIR$extra"
+            "$dir/venv/bin/python" -m pip install --quiet --disable-pip-version-check -c "$CONSTRAINTS" "${PIP_ARGS[@]}" "$BUILD_DIR$extra"
         fi
         return 0
     fi
@@ -289,11 +292,12 @@ build_release() {  # a virtual environment with Quartier from this checkout, in 
     source_copy
     say "building release $release in $dir (a few minutes on a Pi)"
     "$PYTHON" -m venv "$dir/venv"
-    "$dir/venv/bin/python" -m pip install --quiet --disable-pip-version-check "${PIP_ARGS[@]}" "$BUILD_DIR$extra"
+    # the versions the tests ran (deploy/constraints.txt), not whatever PyPI has today
+    "$dir/venv/bin/python" -m pip install --quiet --disable-pip-version-check -c "$CONSTRAINTS" "${PIP_ARGS[@]}" "$BUILD_DIR$extra"
     mkdir -p "$dir/share/hardware"
     cp "$SRC/deploy/README.md" "$dir/share/README.md"
     cp -R "$SRC/hardware/." "$dir/share/hardware/"
-    cp "$SRC/deploy/quartier.toml" "$SRC/deploy/secrets.toml" "$dir/share/"
+    cp "$SRC/deploy/quartier.toml" "$SRC/deploy/secrets.toml" "$CONSTRAINTS" "$dir/share/"
     {
         printf 'version=%s\n' "$release"
         printf 'source=%s\n' "$SRC"

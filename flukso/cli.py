@@ -89,11 +89,17 @@ def _emulate(args: argparse.Namespace) -> int:
     except ConnectionError:
         raise SystemExit(f"quartier flukso emulate: --broker {args.broker}: no MQTT broker answers there") from None
     print(source_snippet(emu, host, port, args.meter_id), flush=True)
+    import signal
+    import threading
+
+    stop = threading.Event()  # SIGTERM (systemctl stop, a test) ends the emulation like --duration
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     t0 = time.monotonic()
     emu.start()
     try:
         while args.duration is None or time.monotonic() - t0 < args.duration:
-            time.sleep(0.2)
+            if stop.wait(0.2):
+                break
     finally:
         emu.close()
         print(f"# emulator stopped at {emu.sim_time.isoformat()}: {emu.published} messages published, "

@@ -9,7 +9,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from gateway.cli import CommandError
+from gateway.cli import CommandError, ConfigurationError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -64,7 +64,7 @@ def load_checked(path: Path):
     try:
         return load_config(path)
     except ConfigError as exc:
-        raise CommandError(str(exc)) from None
+        raise ConfigurationError(str(exc)) from None
 
 
 def cmd_config_check(args) -> int:
@@ -202,10 +202,12 @@ def cmd_status(args) -> int:
     from gateway.health import read_health
 
     runtime_dir = args.runtime_dir
+    health_interval_s = 5.0  # the default daemon.health_interval_s, when only --db is given
     if args.config:
         cfg = load_checked(args.config)
         db = cfg.store.path
         runtime_dir = runtime_dir or cfg.daemon.runtime_dir
+        health_interval_s = cfg.daemon.health_interval_s
     else:
         db = args.db
     store = _open_store(db)
@@ -222,6 +224,7 @@ def cmd_status(args) -> int:
         store.close()
     health = read_health(runtime_dir) if runtime_dir else None
     report["daemon"] = health
+    report["daemon_state"] = daemon_state(health, health_interval_s)
     if args.json:
         print(json.dumps(report, indent=1, default=str))
         return 0
@@ -238,12 +241,16 @@ def cmd_status(args) -> int:
     if health is None:
         print("daemon         no health file (not running, or another --runtime-dir)")
     else:
-        age = health.get("last_telegram_age_s")
-        print(f"daemon         pid {health.get('pid')}, health written {health.get('time')}")
-        print(f"last telegram  {'never' if age is None else f'{age} s ago'}")
+        state = report["daemon_state"]
+        since = state["health_age_s"] or 0.0  # the health file's ages were true when it was written
+
+        def ago(value) -> str:
+            return "never" if value is None else f"{float(value) + since:.0f} s ago"
+
+        print(f"daemon         {state['state'].upper()}: {state['detail']}")
+        print(f"last telegram  {ago(health.get('last_telegram_age_s'))}")
         print(f"clock synced   {health.get('clock_synchronised')}")
-        acc = health.get("last_accepted_age_s")
-        print(f"last accepted  {'never' if acc is None else f'{acc} s ago'}")
+        print(f"last accepted  {ago(health.get('last_accepted_age_s'))}")
         for mid, m in health.get("meters", {}).items():
             rate = m.get("crc_error_rate")
             print(f"meter {mid}: {m['telegrams']} telegrams, {m.get('accepted', '-')} accepted, CRC errors {m['crc_errors']}"
@@ -258,6 +265,33 @@ def cmd_status(args) -> int:
         for name, s in health.get("sinks", {}).items():
             print(f"sink {name}: last success {s.get('last_success') or 'never'}, last error {s.get('last_error') or 'none'}")
     return 0
+
+
+def daemon_state(health: dict | None, health_interval_s: float) -> dict:
+    """Running, stopped or stuck, from the health file's age and whether its process lives.
+
+    The daemon rewrites health.json every ``health_interval_s`` and once more when it stops (with
+    ``"state": "stopped"``); the file stays in /run after a stop or a crash, so its ages alone would
+    show a dead daemon as live ("last telegram 0.0 s ago")."""
+    from gateway.doctor.judges import HEALTH_FRESH_MIN_S
+    from gateway.doctor.probes import health_age_s, pid_alive
+
+    if health is None:
+        return {"state": "stopped", "pid_alive": None, "health_age_s": None, "detail": "no health file"}
+    now = datetime.now(timezone.utc)
+    age = health_age_s(health, now)
+    pid = health.get("pid")
+    alive = pid_alive(pid)
+    fresh_s = max(HEALTH_FRESH_MIN_S, 3 * health_interval_s)  # as the doctor judges it
+    written = f"health file written {health.get('time')}" + (f", {age:.0f} s ago" if age is not None else "")
+    if health.get("state") == "stopped" or alive is False:
+        how = "stopped cleanly" if health.get("state") == "stopped" else "is gone (crashed or killed)"
+        state, detail = "stopped", f"process {pid} {how}; {written}"
+    elif age is not None and age <= fresh_s:
+        state, detail = "running", f"process {pid}, up {health.get('uptime_s')} s; {written}"
+    else:
+        state, detail = "stuck", f"process {pid} is there but has not written its health file for more than {fresh_s:.0f} s; {written}"
+    return {"state": state, "pid_alive": alive, "health_age_s": None if age is None else round(age, 1), "detail": detail}
 
 
 def _as_dict(obj) -> dict:

@@ -188,6 +188,10 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop_event.set())
         self.start()
+        from p1.crc import compiled as crc_compiled
+
+        if not crc_compiled():  # metering still works, but a Pi may fall behind a meter sending every second
+            log.warning("crc.pure_python", extra={"fix": "reinstall with the pinned wheels (deploy/install.sh --force); see quartier doctor"})
         systemd.notify("READY=1\nSTATUS=reading meters")
         log.info(
             "daemon.started",
@@ -244,8 +248,8 @@ class Daemon:
             t.join(timeout=5)
         if self.live is not None:
             self.live.stop()
-        try:
-            self._write_health(self.health())
+        try:  # the last word: `quartier status` and the doctor tell a stopped daemon from a live one
+            self._write_health({**self.health(), "state": "stopped"})
         except Exception:
             pass
         if self.store is not None:
@@ -312,6 +316,7 @@ class Daemon:
                 sinks[sink.name].update(extra())
         return {
             "time": utc_iso(datetime.now(timezone.utc)),
+            "state": "running",
             "pid": os.getpid(),
             "uptime_s": round(now - self.started_at, 1),
             "last_telegram_age_s": round(min(ages), 1) if ages else None,

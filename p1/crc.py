@@ -7,6 +7,7 @@ table loop costs about 2 ms per Belgian telegram on a Raspberry Pi; the extensio
 
 from __future__ import annotations
 
+import importlib.util
 import re
 
 import crcmod
@@ -14,6 +15,18 @@ import crcmod
 # CRC-16/ARC: polynomial x^16 + x^15 + x^2 + 1 (0x8005, reflected 0xA001), init 0, no final xor
 crc16 = crcmod.mkCrcFun(0x18005, rev=True, initCrc=0, xorOut=0)
 crc16.__doc__ = "CRC16/ARC of ``data`` as an int (0..0xFFFF)."
+
+
+
+def compiled() -> bool:
+    """Whether crcmod runs its C extension (``crcmod._crcfunext``). crcmod falls back to pure Python
+    without a word when the extension is missing (crcmod 1.7 was source-only: no compiler, no
+    extension), about 1,000 times slower: checked at the daemon's start and by ``quartier doctor``."""
+    try:
+        return importlib.util.find_spec("crcmod._crcfunext") is not None and bool(crcmod.crcmod._usingExtension)
+    except (ImportError, AttributeError):
+        return False
+
 
 _DIGITS = re.compile(rb"[0-9A-Fa-f]{1,4}").fullmatch
 

@@ -10,6 +10,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
+from gateway.cli import EX_CONFIG
 from gateway.logs import get_logger
 
 if TYPE_CHECKING:
@@ -253,7 +254,8 @@ def _web(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
-        return _fail("web", str(exc))
+        _fail("web", str(exc))
+        return EX_CONFIG  # the unit does not restart on it (RestartPreventExitStatus=78)
     if args.port is not None and not 0 <= args.port <= 65535:
         return _fail("web", f"--port {args.port}: not a TCP port (0-65535)")
     import socket

@@ -115,4 +115,5 @@ def test_shard_settings_are_checked_with_the_key_named(tmp_path: Path) -> None:
         cfg = _server(tmp_path, f"bad{abs(hash(extra))}", 1883, 1, extra)
         done = subprocess.run([sys.executable, "-m", "gateway.cli", "community", "--config", str(cfg)],
                               capture_output=True, text=True, timeout=30)
-        assert done.returncode == 2 and needle in done.stderr and "Traceback" not in done.stderr, (extra, done.stderr)
+        # a configuration error: EX_CONFIG (issue 17)
+        assert done.returncode == 78 and needle in done.stderr and "Traceback" not in done.stderr, (extra, done.stderr)

@@ -81,7 +81,7 @@ def test_environment_overrides_the_file(tmp_path, monkeypatch):
 def test_cli_config_check_reports_without_traceback(tmp_path):
     p = write(tmp_path, "[store]\nmax_mb=-1\n")
     r = subprocess.run([sys.executable, "-m", "gateway.cli", "config", "check", str(p)], capture_output=True, text=True)
-    assert r.returncode == 2
+    assert r.returncode == 78  # EX_CONFIG (issue 17): not 2, a usage error; the units do not restart on it
     assert "store.max_mb = -1: Input should be greater than or equal to 1" in r.stderr
     assert "Traceback" not in r.stderr
     ok = write(tmp_path, "[store]\nmax_mb=100\n", "ok.toml")
@@ -103,10 +103,11 @@ def _cli(*args) -> subprocess.CompletedProcess[str]:
 
 
 def _refused_by_the_cli(path, *needles: str) -> None:
-    """``quartier config check`` and ``quartier run`` both: exit 2, a clear message, no traceback."""
+    """``quartier config check`` and ``quartier run`` both: exit 78 (EX_CONFIG, issue 17), a clear
+    message, no traceback."""
     for command in (("config", "check", path), ("run", "--config", path)):
         r = _cli(*command)
-        assert r.returncode == 2, (command, r.returncode, r.stderr)
+        assert r.returncode == 78, (command, r.returncode, r.stderr)
         assert r.stderr.startswith("quartier: ") and "internal error" not in r.stderr and "Traceback" not in r.stderr
         assert all(n in r.stderr for n in needles), (command, r.stderr)
 

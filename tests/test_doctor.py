@@ -423,3 +423,14 @@ def test_uplink_check_against_the_community_broker_over_tls(tmp_path: Path) -> N
     assert plain.code is None  # TLS port, plain MQTT: no CONNACK
     assert untrusted.code is None and untrusted.error.startswith("TLS")
     assert "uplink.ca_file" in judge_broker("community uplink", untrusted, local=False, uplink=True).fix
+
+
+def test_the_compiled_crc_is_checked() -> None:
+    """Issue 17: crcmod falls back to pure Python without a word; the doctor says so."""
+    from gateway.doctor.judges import Level, judge_crc_extension
+    from p1.crc import compiled
+
+    assert compiled(), "crcmod-plus's wheel ships crcmod._crcfunext"
+    assert judge_crc_extension(True).level == Level.OK
+    slow = judge_crc_extension(False)
+    assert slow.level == Level.WARN and "pure Python" in slow.found and "install.sh" in slow.fix

@@ -131,3 +131,104 @@ def test_status_shows_outbox_and_dead_letters(tmp_path):
     assert "dead letters   1" in out and "field type conflict" in out
     j = json.loads(quartier("status", "--db", str(db), "--json").stdout)
     assert j["outbox_depth"] == 2 and len(j["dead_letters"]) == 1
+
+
+# -- the command's own contract (issue 17) ---------------------------------------------------------
+
+
+def test_version_and_a_bare_quartier_prints_the_help_on_stdout():
+    from importlib.metadata import version
+
+    r = quartier("--version")
+    assert r.returncode == 0 and r.stdout.decode().strip() == f"quartier {version('quartier')}"
+    bare = quartier()
+    assert bare.returncode == 0, bare.stderr.decode()
+    out = bare.stdout.decode()
+    assert out.startswith("usage: quartier") and "run" in out and "doctor" in out and bare.stderr == b""
+    # an empty or misspelt command is still a usage error
+    assert quartier("").returncode == 2 and quartier("rnu").returncode == 2
+
+
+def test_a_configuration_error_exits_78_for_every_service(tmp_path):
+    """EX_CONFIG: the units carry RestartPreventExitStatus=78, so a bad file is not restarted for ever."""
+    bad = tmp_path / "quartier.toml"
+    bad.write_text('[daemon]\ntimezone = "Europe/Brussels"\nbogus_key = 1\n')
+    for args in (("run", "--config", str(bad)), ("web", "--config", str(bad)), ("config", "check", str(bad)),
+                 ("light", "--config", str(bad), "--mock"), ("status", "--config", str(bad)),
+                 ("run", "--config", str(tmp_path / "missing.toml"))):
+        r = quartier(*args)
+        assert r.returncode == 78, (args, r.returncode, r.stderr.decode())
+        err = r.stderr.decode()
+        assert "Traceback" not in err and ("bogus_key" in err or "file not found" in err), err
+    # a usage error is not a configuration error
+    assert quartier("run").returncode == 2
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_demo_stops_on_sigterm_and_status_tells_a_stopped_daemon_from_a_live_one(tmp_path):
+    """Issue 17: `quartier demo --duration N` waited N seconds after SIGTERM; `quartier status` showed a
+    stopped daemon as live ("last telegram 0.0 s ago") from the health file left in the runtime dir."""
+    import os
+    import signal
+    import time
+
+    from demo.cli import free_port
+
+    d = tmp_path / "demo"
+    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "demo", "--dir", str(d), "--duration", "300",
+                             "--port", str(free_port("127.0.0.1")), "--speed", "60"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        def live_health():
+            try:
+                h = json.loads((d / "health.json").read_text())
+            except (OSError, ValueError):
+                return None
+            return h if h.get("last_telegram_age_s") is not None else None
+
+        _wait_for(live_health, 60, "the demo's first telegram in health.json")
+        status = ["status", "--db", str(d / "quartier.sqlite"), "--runtime-dir", str(d)]
+        running = quartier(*status)
+        assert running.returncode == 0, running.stderr.decode()
+        assert f"daemon         RUNNING: process {proc.pid}" in running.stdout.decode()
+        assert json.loads(quartier(*status, "--json").stdout)["daemon_state"]["state"] == "running"
+
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0, proc.stderr.read().decode()
+        assert time.monotonic() - t0 < 15  # not the 300 s of --duration
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    time.sleep(1.5)
+    stopped = quartier(*status).stdout.decode()
+    assert f"daemon         STOPPED: process {proc.pid} stopped cleanly" in stopped, stopped
+    # the ages count from now, not from the last health file: never "0 s ago" for a stopped daemon
+    line = next(ln for ln in stopped.splitlines() if ln.startswith("last telegram"))
+    assert int(line.split()[2]) >= 1, line
+    state = json.loads(quartier(*status, "--json").stdout)["daemon_state"]
+    assert state["state"] == "stopped" and state["pid_alive"] is False
+
+    # a daemon killed with SIGKILL leaves a health file that still says "running": its pid tells
+    health = json.loads((d / "health.json").read_text())
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (d / "health.json").write_text(json.dumps({**health, "state": "running", "pid": dead.pid}))
+    gone = quartier(*status).stdout.decode()
+    assert f"STOPPED: process {dead.pid} is gone (crashed or killed)" in gone, gone
+    # a live process whose health file is old: stuck (the watchdog would restart it under systemd)
+    old = {**health, "state": "running", "pid": os.getpid(), "time": "2026-01-01T00:00:00Z"}
+    (d / "health.json").write_text(json.dumps(old))
+    assert "daemon         STUCK: process" in quartier(*status).stdout.decode()

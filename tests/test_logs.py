@@ -92,3 +92,96 @@ def test_no_logging_call_passes_a_reserved_key_in_extra():
                     keys = [k.arg for k in kw.value.keywords if k.arg]
                 offenders += [f"{path.relative_to(ROOT)}:{node.lineno} {k!r}" for k in keys if k in RESERVED]
     assert not offenders, f"reserved LogRecord attributes in extra=: {offenders}"
+
+
+# -- journald: priorities, one timestamp, no terminal colours (issue 17) ---------------------------
+
+
+def _log_through_setup(path: Path, journal_stream: str | None, monkeypatch, fmt: str = "text") -> list[str]:
+    """Log a few records through setup_logging into the file ``path`` and return its lines."""
+    from gateway.logs import setup_logging
+
+    if journal_stream is None:
+        monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    else:
+        monkeypatch.setenv("JOURNAL_STREAM", journal_stream)
+    with open(path, "w", encoding="utf-8") as stream:
+        setup_logging("INFO", fmt, stream=stream)
+        log = get_logger("quartier.test.journal")
+        log.info("test.info", extra={"meter": "m1"})
+        log.warning("test.warning")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            log.exception("test.error")
+        # what uvicorn does at start: the message, and the same with ANSI colours in an extra field
+        logging.getLogger("uvicorn.error").info("Started server process [%d]", 42,
+                                                extra={"color_message": "Started server process [\x1b[36m%d\x1b[0m]"})
+        log.info("test.\x1b[1mbold\x1b[0m", extra={"who": "\x1b[31mred\x1b[0m"})
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def _stream_id(path: Path) -> str:
+    st = path.stat()
+    return f"{st.st_dev}:{st.st_ino}"
+
+
+def test_under_journald_every_line_has_its_syslog_priority_and_no_timestamp(tmp_path, monkeypatch):
+    out = tmp_path / "journal"
+    out.touch()
+    lines = _log_through_setup(out, _stream_id(out), monkeypatch)
+    assert all(re.match(r"<[0-7]>", line) for line in lines), lines  # a traceback's lines too
+    assert lines[0] == "<6>INFO quartier.test.journal test.info meter=m1"
+    assert lines[1] == "<4>WARNING quartier.test.journal test.warning"
+    assert lines[2] == "<3>ERROR quartier.test.journal test.error"
+    assert "<6>INFO uvicorn.error Started server process [42]" in lines
+    text = "\n".join(lines)
+    assert "\x1b" not in text and "color_message" not in text
+    assert "<6>INFO quartier.test.journal test.bold who=red" in lines
+    assert not re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", text)  # journald stamps the lines itself
+
+
+def test_on_a_terminal_or_a_file_lines_keep_their_timestamp_and_no_prefix(tmp_path, monkeypatch):
+    out = tmp_path / "file.log"
+    lines = _log_through_setup(out, None, monkeypatch)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ INFO quartier.test.journal test.info meter=m1", lines[0])
+    assert not any(line.startswith("<") for line in lines)
+    assert "\x1b" not in "\n".join(lines) and "color_message" not in "\n".join(lines)
+    # JOURNAL_STREAM inherited by a process whose stderr is a file (the demo's web.log): not the journal
+    other = tmp_path / "other"
+    other.touch()
+    lines = _log_through_setup(out, _stream_id(other), monkeypatch)
+    assert not any(line.startswith("<") for line in lines) and re.match(r"\d{4}-", lines[0])
+
+
+def test_json_lines_under_journald_carry_the_priority_prefix(tmp_path, monkeypatch):
+    out = tmp_path / "journal"
+    out.touch()
+    lines = _log_through_setup(out, _stream_id(out), monkeypatch, fmt="json")
+    first = lines[0]
+    assert first.startswith("<6>{")
+    assert json.loads(first[3:])["event"] == "test.info"
+    assert any(line.startswith("<4>{") and json.loads(line[3:])["event"] == "test.warning" for line in lines)
+    assert "\x1b" not in "\n".join(lines) and "color_message" not in "\n".join(lines)
+
+
+def test_syslog_priorities():
+    from gateway.logs import syslog_priority
+
+    assert [syslog_priority(n) for n in (5, 10, 20, 25, 30, 40, 50)] == [7, 7, 6, 6, 4, 3, 2]
+
+
+def test_each_line_of_a_traceback_keeps_the_priority():
+    from gateway.logs import JournalPriorityFormatter
+
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        import sys
+
+        record = logging.LogRecord("quartier.x", logging.ERROR, __file__, 1, "x.failed", None, sys.exc_info())
+    logging.getLogger().setLevel(logging.DEBUG)  # tracebacks are shown at DEBUG
+    lines = JournalPriorityFormatter(KeyValueFormatter(timestamps=False)).format(record).split("\n")
+    assert len(lines) > 2 and all(line.startswith("<3>") for line in lines) and "ValueError: boom" in lines[-1]

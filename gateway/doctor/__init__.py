@@ -47,6 +47,7 @@ from gateway.doctor.judges import (
     judge_clock,
     judge_config,
     judge_crc,
+    judge_crc_extension,
     judge_daemon,
     judge_disk,
     judge_influx,
@@ -86,6 +87,7 @@ __all__ = [  # the judges and probes, for the tests and for other commands
     "judge_clock",
     "judge_config",
     "judge_crc",
+    "judge_crc_extension",
     "judge_daemon",
     "judge_disk",
     "judge_influx",
@@ -160,7 +162,9 @@ def run_checks(setup: Setup, *, probe_seconds: float = 12.0, now: datetime | Non
     from gateway.health import read_health
 
     now = now or datetime.now(timezone.utc)
-    findings = [judge_config(setup.config_path, setup.config_error)]
+    from p1.crc import compiled as crc_compiled
+
+    findings = [judge_config(setup.config_path, setup.config_error), judge_crc_extension(crc_compiled())]
     cfg = setup.config
     if cfg is None:
         findings.append(judge_clock(clock_synchronised(), uses_pi_clock=False))
@@ -173,7 +177,8 @@ def run_checks(setup: Setup, *, probe_seconds: float = 12.0, now: datetime | Non
         findings.append(Finding("Gateway running", Level.FAIL, f"This user may not read the gateway's health file in {rdir}.",
                                 "Run the doctor with sudo: sudo quartier doctor"))
         return findings
-    alive = pid_alive(health.get("pid")) if health else None
+    # a daemon that stopped cleanly says so in its last health file (its pid may already be reused)
+    alive = (False if health.get("state") == "stopped" else pid_alive(health.get("pid"))) if health else None
     # fresh, and its process still there (a daemon that stopped cleanly wrote a last health file)
     running = health is not None and age is not None and age <= fresh_s and alive is not False
 

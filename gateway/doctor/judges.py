@@ -242,6 +242,16 @@ def judge_crc(health: dict[str, Any] | None, running: bool) -> Finding:
     return Finding(name, Level.OK, found)
 
 
+def judge_crc_extension(compiled: bool) -> Finding:
+    name = "CRC check"
+    if compiled:
+        return Finding(name, Level.OK, "Telegrams are checked by crcmod's compiled extension.")
+    return Finding(name, Level.WARN, "crcmod runs without its compiled extension: every telegram's CRC is computed in "
+                   "pure Python, about 1,000 times slower (a busy Pi may fall behind the meter).",
+                   "Reinstall with the pinned versions: sudo deploy/install.sh --force (crcmod-plus comes as a "
+                   "ready-built wheel; where none exists pip needs a compiler: sudo apt-get install build-essential python3-dev).")
+
+
 def judge_clock(synchronised: bool | None, uses_pi_clock: bool) -> Finding:
     name = "Clock"
     if synchronised is None:

@@ -9,7 +9,8 @@
     quartier community statement --config ... --operation op1 --period 2026-05 --format json|csv|pdf
     quartier community sheets --config ... --operation op1 --month 2026-05 --out ./sheets [--language fr]
 
-Handlers import their modules lazily; user errors are one line on stderr and exit status 2.
+Handlers import their modules lazily; user errors are one line on stderr and exit status 2, a wrong
+configuration or community file exit status 78 (EX_CONFIG).
 """
 
 from __future__ import annotations
@@ -25,6 +26,14 @@ USER_ERROR = 2
 def _fail(message: str) -> int:
     print(f"quartier community: {message}", file=sys.stderr)
     return USER_ERROR
+
+
+def _config_fail(message: str) -> int:
+    """A setting the server cannot run with: 78 (EX_CONFIG), which a unit does not restart on."""
+    from gateway.cli import EX_CONFIG
+
+    _fail(message)
+    return EX_CONFIG
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -84,8 +93,8 @@ def _load(args: argparse.Namespace):
     try:
         cfg = load_server_config(args.config, getattr(args, "secrets", None))
         community = load_community(cfg.server.community_file)
-    except (ConfigError, AllocationInputError) as exc:
-        raise SystemExit(_fail(str(exc))) from None
+    except (ConfigError, AllocationInputError) as exc:  # the server's config or its community file
+        raise SystemExit(_config_fail(str(exc))) from None
     except OSError as exc:
         raise SystemExit(_fail(f"{exc.strerror or exc}: {exc.filename}")) from None
     return cfg, community
@@ -104,13 +113,13 @@ def _run(args: argparse.Namespace) -> int:
         roster = Roster.build(community, cfg.server.pseudonym_secret.get_secret_value(), only,
                               default_max_power_w=cfg.server.default_max_power_w)
     except ValueError as exc:
-        return _fail(f"server.{exc}")
+        return _config_fail(f"server.{exc}")
     if only == []:
-        return _fail(f"server.shard = {cfg.server.shard!r}: this share of the community's "
-                     f"{len(community.operations)} operation(s) is empty; run fewer server processes")
+        return _config_fail(f"server.shard = {cfg.server.shard!r}: this share of the community's "
+                            f"{len(community.operations)} operation(s) is empty; run fewer server processes")
     tokens = [t.get_secret_value() for t in cfg.api.tokens]
     if cfg.api.enabled and not tokens:
-        return _fail("api.tokens: at least one operator token in the secrets file (or api.enabled = false)")
+        return _config_fail("api.tokens: at least one operator token in the secrets file (or api.enabled = false)")
     b = cfg.broker
     # one persistent session per process: shards started from one configuration must not take over
     # each other's session (the broker would disconnect the older one, back and forth)

@@ -351,7 +351,10 @@ def _settings_from_config(args: argparse.Namespace) -> tuple[str | None, Path | 
         try:
             cfg = load_config(path)
         except ConfigError as exc:
-            raise SystemExit(f"quartier light: {exc}") from None
+            from gateway.cli import EX_CONFIG
+
+            print(f"quartier light: {exc}", file=sys.stderr)
+            raise SystemExit(EX_CONFIG) from None  # not restarted by the unit (RestartPreventExitStatus=78)
         host = "127.0.0.1" if cfg.web.host in ("0.0.0.0", "::", "") else cfg.web.host
         url = f"http://{host}:{cfg.web.port}/api/v1/signal"
         runtime_dir = cfg.daemon.runtime_dir

@@ -1,0 +1,122 @@
+"""The units' kernel-enforced settings on the real commands (issue 17): each service runs under its
+unit's SystemCallFilter, RestrictAddressFamilies, MemoryDenyWriteExecute and NoNewPrivileges
+(tests/unit_sandbox.py; no systemd is PID 1 here, so the units themselves cannot be started)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.servers import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+SANDBOX = ROOT / "tests" / "unit_sandbox.py"
+DEPLOY = ROOT / "deploy"
+
+
+def sandboxed(unit: str, *command: str, **kw) -> list[str]:
+    return [sys.executable, str(SANDBOX), str(DEPLOY / unit), "--", *command]
+
+
+def run_py(unit: str, code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(sandboxed(unit, sys.executable, "-c", code), capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("unit", ["quartier.service", "quartier-web.service", "quartier-light.service"])
+def test_the_sandbox_enforces_the_unit(unit: str) -> None:
+    """The checks below would prove nothing if the settings were not in force: they are."""
+    r = run_py(unit, """
+import ctypes, mmap, os, socket
+try:
+    mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    raise SystemExit("a W+X mapping was allowed")
+except PermissionError:
+    pass
+m = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE)  # plain data memory is fine
+libc = ctypes.CDLL(None, use_errno=True)
+addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
+assert libc.mprotect(ctypes.c_void_p(addr), 4096, mmap.PROT_READ | mmap.PROT_EXEC) == -1, "mprotect +X allowed"
+for call in (lambda: os.chroot("/"), lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW)):
+    try:
+        call()
+        raise SystemExit("a filtered system call went through")
+    except PermissionError:
+        pass
+socket.socket(socket.AF_INET6, socket.SOCK_STREAM).close()
+socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).close()
+print("enforced")
+""")
+    assert r.returncode == 0 and r.stdout.strip() == "enforced", r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("unit", ["quartier.service", "quartier-web.service", "quartier-light.service"])
+def test_compiled_code_loads_under_memory_deny_write_execute(unit: str) -> None:
+    """CPython, numpy, pydantic-core, crcmod's C extension and cffi need no writable+executable memory."""
+    r = run_py(unit, "import numpy, pydantic, cffi, fastapi, paho.mqtt.client, serial; from p1.crc import compiled, crc16; "
+                     "assert compiled() and crc16(b'123456789') == 0xBB3D; print(numpy.arange(4).sum())")
+    assert r.returncode == 0 and r.stdout.strip() == "6", r.stdout + r.stderr
+
+
+def test_the_daemon_and_its_page_run_under_the_daemon_unit(tmp_path: Path) -> None:
+    """`quartier demo` under quartier.service's settings: the meter on a pty (pyserial), the store, the
+    health file, the clock question (adjtimex), the web service (a child: same filter) and SIGTERM."""
+    port = free_port()
+    d = tmp_path / "demo"
+    proc = subprocess.Popen(sandboxed("quartier.service", sys.executable, "-m", "gateway.cli", "demo", "--dir", str(d),
+                                      "--port", str(port), "--duration", "120"),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        health = {}
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            try:
+                health = json.loads((d / "health.json").read_text())
+            except (OSError, ValueError):
+                health = {}
+            if health.get("meters") and any(m["accepted"] for m in health["meters"].values()):
+                break
+            time.sleep(0.3)
+        assert any(m["accepted"] and not m["crc_errors"] for m in health["meters"].values()), health
+        assert health["clock_synchronised"] is not None, "adjtimex refused: see the unit's SystemCallFilter"
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/live", timeout=5) as resp:
+                    assert resp.status == 200
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "the page did not answer"
+                time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert json.loads((d / "health.json").read_text())["state"] == "stopped"
+    log = (d / "web.log").read_text()
+    assert "Traceback" not in log and "Operation not permitted" not in log, log
+
+
+def test_the_light_runs_under_its_unit(tmp_path: Path) -> None:
+    """gpiozero (mock pins here: no GPIO chip on this machine) under quartier-light.service's settings."""
+    proc = subprocess.Popen(sandboxed("quartier-light.service", sys.executable, "-m", "gateway.cli", "light", "--mock",
+                                      "--url", "http://127.0.0.1:9/", "--runtime-dir", str(tmp_path)),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        time.sleep(3)
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert b"amber" in proc.stdout.read() if proc.stdout else False
