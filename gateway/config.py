@@ -15,11 +15,13 @@ import re
 import stat
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from gateway.sources import SourceSettings, source_kind, source_kind_names, source_settings
 
 SECRET_KEYS = {("influx", "token"), ("web", "token"), ("mqtt", "password"), ("uplink", "password")}
 
@@ -33,18 +35,6 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-def _sources_type() -> Any:
-    """``[[sources]]`` items: a union of every installed kind's table, told apart by ``type``
-    (gateway/sources.py). Built once, when this module is imported."""
-    from gateway.sources import source_kinds
-
-    models = tuple(k.settings for k in source_kinds().values())
-    if not models:  # an installation without its entry points (not `pip install`ed)
-        raise ImportError("no source kinds installed (entry points 'quartier.sources'): run `pip install -e .`")
-    return Annotated[Union[models], Field(discriminator="type")]  # noqa: UP007 - a runtime tuple
-
-
-Source = _sources_type()
 
 
 class StoreConfig(_Section):
@@ -216,13 +206,19 @@ class Config(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="QUARTIER_", env_nested_delimiter="__", extra="forbid",
                                       allow_inf_nan=False)
 
-    sources: list[Source] = Field(default_factory=lambda: [{"type": "p1"}], min_length=1, validate_default=True)
+    # each table validated by its kind's own model (gateway/sources.py), imported only when named
+    sources: list[SourceSettings] = Field(default_factory=lambda: [{"type": "p1"}], min_length=1, validate_default=True)
     store: StoreConfig = StoreConfig()
     influx: InfluxConfig = InfluxConfig()
     daemon: DaemonConfig = DaemonConfig()
     web: WebConfig = WebConfig()
     mqtt: MqttConfig = MqttConfig()
     uplink: UplinkConfig = UplinkConfig()
+
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _sources(cls, items: Any) -> Any:
+        return source_settings(items) if isinstance(items, list) else items
 
     @model_validator(mode="after")
     def _influx_token(self) -> Config:
@@ -289,7 +285,7 @@ def format_validation_error(exc: ValidationError, data: dict[str, Any]) -> str:
     """``influx.url = 'ftp://x': must start with http:// or https://`` — one line per problem."""
     lines = []
     for err in exc.errors():
-        loc = [str(p) for p in err["loc"] if not (isinstance(p, str) and p in _source_kinds())]  # union tags
+        loc = [str(p) for p in err["loc"]]
         key = ".".join(loc) or "(file)"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
@@ -308,16 +304,16 @@ def format_validation_error(exc: ValidationError, data: dict[str, Any]) -> str:
 def _refuse_source_secrets(data: dict[str, Any]) -> None:
     """A source's credentials (a Fluksometer's broker password) live in the secrets file, keyed by the
     source's type and meter_id: ``[flukso."home"] password = ...``."""
-    kinds = _source_kinds()
-    for name, kind in kinds.items():
-        if kind.settings.credential_keys and name in data:
+    for name in source_kind_names():
+        kind = source_kind(name) if name in data else None
+        if kind is not None and kind.settings.credential_keys:
             raise ConfigError(
                 f"{name}: credentials do not belong in the config file; move the section to the "
                 "secrets file (daemon.secrets_file, mode 0600)"
             )
     sources = data.get("sources")
     for i, src in enumerate(sources if isinstance(sources, list) else []):
-        kind = kinds.get(src.get("type")) if isinstance(src, dict) else None
+        kind = source_kind(src["type"]) if isinstance(src, dict) and isinstance(src.get("type"), str) else None
         for key in sorted(set(src) & kind.settings.secret_keys) if kind else ():
             raise ConfigError(
                 f"sources.{i}.{key}: secrets do not belong in the config file; put it in the secrets file "
@@ -328,9 +324,10 @@ def _refuse_source_secrets(data: dict[str, Any]) -> None:
 def _apply_source_secrets(data: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
     """``[<type>."<meter_id>"] password = ...`` (and username) from the secrets file onto that source."""
     sources = data.get("sources") if isinstance(data.get("sources"), list) else []
-    for name, kind in _source_kinds().items():
+    for name in source_kind_names():
         section = secrets.get(name)
-        if section is None or not kind.settings.credential_keys:
+        kind = source_kind(name) if section is not None else None
+        if kind is None or not kind.settings.credential_keys:
             continue
         if not isinstance(section, dict):
             raise ConfigError(f'secrets file: {name}: expected sections [{name}."<meter_id>"] with password = "..."')
@@ -356,12 +353,6 @@ def refuse_non_secrets(secrets: dict[str, Any], allowed: set[tuple[str, str]], p
                 name = section if key is None else f"{section}.{key}"
                 raise ConfigError(f"secrets file {path}: {name} is not a secret; it belongs in the config file "
                                   f"(the secrets file holds only {', '.join(sorted(f'{s}.{k}' for s, k in allowed))})")
-
-
-def _source_kinds() -> dict:
-    from gateway.sources import source_kinds
-
-    return source_kinds()
 
 
 def load_config(path: str | Path | None) -> Config:

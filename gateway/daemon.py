@@ -131,7 +131,7 @@ class Daemon:
     def _make_runner(self, index: int, src) -> _SourceRunner:
         from gateway.live import LivePipeline
         from gateway.plausibility import Limits
-        from gateway.sources import SourceContext, source_kinds
+        from gateway.sources import SourceContext, source_kind
 
         d = self.config.daemon
         # the wall-clock check needs a meter clock that runs in real time: not a simulated one, and
@@ -153,7 +153,7 @@ class Daemon:
         )
         ctx = SourceContext(sink=pipeline, baseline=self.store.last_boundary,
                             clock_synced=lambda: self._clock_synced, timezone=d.timezone)
-        reader = source_kinds()[src.type].open(src, ctx)
+        reader = source_kind(src.type).open(src, ctx)
         return _SourceRunner(name=f"{src.type}{index}", pipeline=pipeline, reader=reader)
 
     def start(self) -> None:

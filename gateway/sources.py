@@ -111,14 +111,50 @@ class SourceKind:
     open: Callable[[Any, SourceContext], Source]
 
 
+def source_kind_names() -> list[str]:
+    """The installed kinds' ``type`` names, without importing any of them."""
+    return sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
+
+
 @cache
-def source_kinds() -> dict[str, SourceKind]:
-    """Every installed kind by ``type`` name, loaded once (importing only the kinds' settings)."""
-    kinds: dict[str, SourceKind] = {}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
+def source_kind(name: str) -> SourceKind | None:
+    """One kind by its ``type`` name, imported on first use; None when no package provides it.
+
+    Only the kinds a configuration names are imported: a P1 node never loads the Fluksometer's
+    models, which keeps the daemon and the web service inside the node's memory budget."""
+    for ep in entry_points(group=ENTRY_POINT_GROUP, name=name):
         kind = ep.load()
         if not isinstance(kind, SourceKind):
             raise TypeError(f"entry point {ep.name} = {ep.value} is not a gateway.sources.SourceKind")
-        kinds[ep.name] = kind
-    return kinds
+        return kind
+    return None
 
+
+def source_settings(items: list[Any]) -> list[SourceSettings]:
+    """``[[sources]]`` tables validated by their own kind's model, told apart by ``type``.
+
+    A ``pydantic.ValidationError`` names each problem by its place (``sources.0.port``), as the rest of
+    the configuration does; an unknown ``type`` names the installed kinds."""
+    from pydantic import ValidationError
+
+    out: list[SourceSettings] = []
+    errors: list[dict[str, Any]] = []
+    for i, item in enumerate(items):
+        if isinstance(item, SourceSettings):
+            out.append(item)
+            continue
+        name = item.get("type") if isinstance(item, dict) else None
+        kind = source_kind(name) if isinstance(name, str) else None
+        if kind is None:
+            known = ", ".join(source_kind_names()) or "none (run `pip install -e .`)"
+            errors.append({"type": "value_error", "loc": (i, "type"), "input": name,
+                           "ctx": {"error": ValueError(f"unknown source type; installed: {known}")}})
+            continue
+        try:
+            out.append(kind.settings.model_validate(item))
+        except ValidationError as exc:
+            errors += [{"type": e["type"], "loc": (i, *e["loc"]), "input": e["input"], **({"ctx": e["ctx"]} if "ctx" in e else {})}
+                       for e in exc.errors()]
+    if errors:
+        raise ValidationError.from_exception_data("sources", errors)
+    return out

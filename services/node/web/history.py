@@ -40,6 +40,9 @@ class ReadOnlyStore(Store):
         self._conn = sqlite3.connect(uri, uri=True, timeout=5, isolation_level=None, check_same_thread=False)
         try:
             self._conn.execute("PRAGMA query_only = ON")
+            # a small page cache: the page reads a day or a month at a time, and the node's memory budget
+            # (daemon + web <= 110 MB) has no room for SQLite's default 2 MB per connection
+            self._conn.execute("PRAGMA cache_size = -256")
             version = self._conn.execute("PRAGMA user_version").fetchone()[0]
             if version == 0:
                 raise StoreError(f"{self.path} is not initialised yet")
