@@ -54,8 +54,9 @@ def wide_divmod(num: np.ndarray, estimate: np.ndarray, den: np.ndarray) -> tuple
 
     Needs ``0 < den < 2^61``: the remainder computed with wrapping arithmetic then lies in
     ``[-den, 2 den)``, inside int64, so it is exact and one correction step fixes the quotient.
+    ``estimate`` is a temporary of the caller's and is overwritten.
     """
-    q = np.floor(estimate).astype(np.int64)
+    q = np.floor(estimate, out=estimate).astype(np.int64)
     with np.errstate(over="ignore"):
         r = num - q * den
     den = np.broadcast_to(den, r.shape)
@@ -79,9 +80,11 @@ def _carry(rsum_wrapped: np.ndarray, rsum_float: np.ndarray, den: np.ndarray, wi
 
 def _sub(aq: np.ndarray, ar: np.ndarray, bq: np.ndarray, br: np.ndarray, den: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(aq + ar/den) - (bq + br/den)`` with the remainder kept in ``[0, den)``."""
-    q, r = aq - bq, ar - br
+    q, r = aq - bq, ar - br  # fresh arrays: updated in place below (a year of 1,000 members is hot)
     borrow = r < 0
-    return q - borrow, np.where(borrow, r + den, r)
+    np.add(r, den, out=r, where=borrow)
+    q -= borrow
+    return q, r
 
 
 def _positive(q: np.ndarray, r: np.ndarray) -> np.ndarray:
@@ -113,8 +116,9 @@ def _step(
         xq, xr = wide_divmod(num, rate[:, None] * w, d2)
     rr2 = rr * wtot[:, None]
     capped = (rq < xq) | ((rq == xq) & (rr2 <= xr))
-    gq = np.where(capped, rq, xq)
-    gr = np.where(capped, rr2, xr)
+    np.copyto(xq, rq, where=capped)  # the grant: the smaller of offer and remaining demand
+    np.copyto(xr, rr2, where=capped)
+    gq, gr = xq, xr
     st["rq"], st["rr"] = _sub(rq, rr2, gq, gr, d2)
     with np.errstate(over="ignore"):
         rsum = gr.sum(axis=1)
