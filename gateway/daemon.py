@@ -99,7 +99,12 @@ class Daemon:
                 )
                 self.sinks.append(self.influx_live)
         if cfg.uplink.enabled:  # the community uplink: its outbox is "uplink" (gateway/uplink.py)
-            from gateway.uplink import UplinkConfigError, live_source_for, node_uplink, settings_from_config
+            from gateway.uplink import (
+                UplinkConfigError,
+                live_source_for,
+                node_uplink,
+                settings_from_config,
+            )
 
             try:
                 up = settings_from_config(cfg.uplink)
@@ -129,7 +134,7 @@ class Daemon:
             sink.notify()
 
     def _make_runner(self, index: int, src) -> _SourceRunner:
-        from gateway.live import LivePipeline
+        from gateway.live_pipeline import LivePipeline
         from gateway.plausibility import Limits
         from gateway.sources import SourceContext, source_kind
 

@@ -112,3 +112,8 @@ def floor_quarter(t: datetime) -> datetime:
     """Start of the quarter-hour containing ``t`` (UTC). Whole-hour offsets make UTC and local agree."""
     t = t.astimezone(timezone.utc)
     return t.replace(minute=t.minute - t.minute % 15, second=0, microsecond=0)
+
+
+def utc_iso(t: datetime | None) -> str | None:
+    """ISO 8601 in UTC with a ``Z``, as the health file, the live feed and the API write times."""
+    return t.isoformat().replace("+00:00", "Z") if t is not None else None

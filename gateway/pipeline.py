@@ -16,7 +16,11 @@ from datetime import datetime, timedelta, timezone
 
 from gateway.from_p1 import NotAReading, meter_id_of, to_reading
 from gateway.logs import get_logger
-from gateway.model import QuarterHour, Reading
+from gateway.model import (
+    QuarterHour,
+    Reading,
+    utc_iso,  # noqa: F401 - its importers' old home
+)
 from gateway.plausibility import Change, Limits, MeterGate, Reason
 from gateway.quarter_hours import LiveQuarter, QuarterHourAggregator
 from p1.decode import CRC_DIALECTS
@@ -254,7 +258,3 @@ class Pipeline:
         now = time.monotonic() if now_monotonic is None else now_monotonic
         ages = [now - h.last_accepted_monotonic for h in self.health.values() if h.last_accepted_monotonic]
         return min(ages) if ages else None
-
-
-def utc_iso(t: datetime | None) -> str | None:
-    return t.isoformat().replace("+00:00", "Z") if t is not None else None

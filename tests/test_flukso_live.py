@@ -9,7 +9,8 @@ import time
 from flukso.client import FluksoClient
 from flukso.readings import TimePolicy
 from flukso.sensors import Assignment, Role
-from gateway.live import LivePipeline, LivePublisher
+from gateway.live import LivePublisher
+from gateway.live_pipeline import LivePipeline
 
 NET = "ab" * 16
 TS = 1782032400  # 2026-06-21 09:00:00 UTC

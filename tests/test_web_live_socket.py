@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.live import LivePipeline, LivePublisher
+from gateway.live import LivePublisher
+from gateway.live_pipeline import LivePipeline
 from gateway.model import ClockQuality, Reading
 from gateway.plausibility import Limits
 from gateway.store import Store

@@ -16,15 +16,16 @@ from pathlib import Path
 import httpx
 import uvicorn
 
-from gateway.live import LivePipeline, LivePublisher
+from gateway.live import LivePublisher
+from gateway.live_pipeline import LivePipeline
 from gateway.model import ClockQuality, Reading
 from gateway.plausibility import Limits
 from gateway.store import Store
-from services.signal import SignalSettings
 from services.node.web.app import create_app
 from services.node.web.figures import Prices
 from services.node.web.fleet import Fleet
 from services.node.web.service import WebService, WebSettings
+from services.signal import SignalSettings
 
 T0 = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)  # 10:00 in Brussels
 METER = "1SIM0000000042"
