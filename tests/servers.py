@@ -244,3 +244,19 @@ class Mosquitto(ServerProcess):
 
     def ready(self) -> bool:
         return port_open(self.host, self.port)
+
+
+def write_web_config(tmp: Path) -> tuple[Path, int]:
+    """A node configuration for a real ``quartier web`` on a free loopback port (no daemon behind it),
+    with a bearer token in a secrets file of mode 0600. Returns the file and the port."""
+    secrets = tmp / "secrets.toml"
+    secrets.write_text('[web]\ntoken = "t0ken-t0ken"\n')
+    secrets.chmod(0o600)
+    port = free_port()
+    cfg = tmp / "q.toml"
+    cfg.write_text("\n".join([
+        "[store]", f'path = "{tmp / "q.sqlite"}"',
+        "[daemon]", f'runtime_dir = "{tmp / "run"}"', f'secrets_file = "{secrets}"',
+        "[web]", 'host = "127.0.0.1"', f"port = {port}",
+    ]) + "\n")
+    return cfg, port

@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.servers import free_port, port_open
+from tests.servers import port_open, write_web_config
 
 
 def _start(args: list[str], stderr_path: Path, *, journal: bool = False, stdin=subprocess.DEVNULL) -> subprocess.Popen:
@@ -53,16 +53,7 @@ def _until(predicate, timeout: float, proc: subprocess.Popen, log: Path) -> None
 def test_web_under_journald_logs_priorities_without_colours_and_stops_on_sigterm() -> None:
     with tempfile.TemporaryDirectory(prefix="qop") as d:  # short: the live socket path is limited
         tmp = Path(d)
-        secrets = tmp / "secrets.toml"
-        secrets.write_text('[web]\ntoken = "t0ken-t0ken"\n')
-        secrets.chmod(0o600)
-        port = free_port()
-        cfg = tmp / "q.toml"
-        cfg.write_text("\n".join([
-            "[store]", f'path = "{tmp / "q.sqlite"}"',
-            "[daemon]", f'runtime_dir = "{tmp / "run"}"', f'secrets_file = "{secrets}"',
-            "[web]", 'host = "127.0.0.1"', f"port = {port}",
-        ]) + "\n")
+        cfg, port = write_web_config(tmp)
         log = tmp / "journal"
         proc = _start(["web", "--config", str(cfg)], log, journal=True)
         try:

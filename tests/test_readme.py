@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import free_port, port_open
+from tests.servers import port_open, write_web_config
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -55,16 +55,7 @@ def test_the_screenshot_recipe_returns_with_a_picture(tmp_path: Path) -> None:
         pytest.fail("chromium is not installed: .ci/run installs it", pytrace=False)
     with tempfile.TemporaryDirectory(prefix="qrd") as d:  # short: the live socket path is limited
         tmp = Path(d)
-        secrets = tmp / "secrets.toml"
-        secrets.write_text('[web]\ntoken = "t0ken-t0ken"\n')
-        secrets.chmod(0o600)
-        port = free_port()
-        cfg = tmp / "q.toml"
-        cfg.write_text("\n".join([
-            "[store]", f'path = "{tmp / "q.sqlite"}"',
-            "[daemon]", f'runtime_dir = "{tmp / "run"}"', f'secrets_file = "{secrets}"',
-            "[web]", 'host = "127.0.0.1"', f"port = {port}",
-        ]) + "\n")
+        cfg, port = write_web_config(tmp)
         web = subprocess.Popen([sys.executable, "-m", "gateway.cli", "web", "--config", str(cfg)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
