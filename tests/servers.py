@@ -246,11 +246,11 @@ class Mosquitto(ServerProcess):
         return port_open(self.host, self.port)
 
 
-def write_web_config(tmp: Path) -> tuple[Path, int]:
+def write_web_config(tmp: Path, token: str = "t0ken-t0ken") -> tuple[Path, int]:
     """A node configuration for a real ``quartier web`` on a free loopback port (no daemon behind it),
     with a bearer token in a secrets file of mode 0600. Returns the file and the port."""
     secrets = tmp / "secrets.toml"
-    secrets.write_text('[web]\ntoken = "t0ken-t0ken"\n')
+    secrets.write_text(f'[web]\ntoken = "{token}"\n')
     secrets.chmod(0o600)
     port = free_port()
     cfg = tmp / "q.toml"

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.servers import free_port
+from tests.servers import write_web_config
 
 TOKEN = "s3cret-web-token"
 
@@ -23,16 +23,7 @@ TOKEN = "s3cret-web-token"
 def web() -> Iterator[tuple[httpx.Client, Path]]:
     with tempfile.TemporaryDirectory(prefix="qwp") as d:  # short: the live socket path is limited
         tmp = Path(d)
-        secrets = tmp / "secrets.toml"
-        secrets.write_text(f'[web]\ntoken = "{TOKEN}"\n')
-        secrets.chmod(0o600)
-        port = free_port()
-        cfg = tmp / "q.toml"
-        cfg.write_text("\n".join([
-            "[store]", f'path = "{tmp / "q.sqlite"}"',
-            "[daemon]", f'runtime_dir = "{tmp / "run"}"', f'secrets_file = "{secrets}"',
-            "[web]", 'host = "127.0.0.1"', f"port = {port}",
-        ]) + "\n")
+        cfg, port = write_web_config(tmp, TOKEN)
         log = tmp / "web.log"
         proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "web", "--config", str(cfg)],  # default INFO
                                 stdout=subprocess.DEVNULL, stderr=open(log, "wb"),
