@@ -84,6 +84,9 @@ class FluksoSettings(SourceSettings):
             return "consumption"
         return "grid"
 
+    def meter_ids(self) -> list[str]:
+        return list(dict.fromkeys(s.meter_id or self.meter_id for s in self.sensors))
+
     def serial_of(self, meter_id: str) -> str | None:
         """The meter's first sensor id (32 hex digits, unique to that Fluksometer's clamp or port):
         the meter_id is a name the installer chose and may repeat on another Pi."""

@@ -52,6 +52,10 @@ class SourceSettings(BaseModel):
         """The role of one of this source's meters (a Fluksometer maps several, by sensor)."""
         return self.role
 
+    def meter_ids(self) -> list[str]:
+        """The meters this table names (a P1 meter that announces its own id names none)."""
+        return [self.meter_id] if self.meter_id else []
+
     def serial_of(self, meter_id: str) -> str | None:
         """A stable, globally unique identity of that meter (its serial), or None: Home Assistant's
         ids and the MQTT client id come from it, so renaming the Pi orphans nothing."""

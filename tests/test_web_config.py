@@ -62,3 +62,16 @@ def test_a_bad_password_is_never_shown(tmp_path: Path):
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, "", secrets="[mqtt]\npassword = 12345\n"))
     assert "12345" not in str(err.value) and "mqtt.password" in str(err.value)
+
+
+def test_the_page_takes_own_production_from_the_meter_whose_role_is_production():
+    from gateway.config import Config
+    from services.node.web.service import _production_meter
+
+    flukso = Config(sources=[{"type": "flukso", "host": "192.0.2.1", "meter_id": "home", "sensors": [
+        {"id": "a" * 32, "role": "grid_import"}, {"id": "b" * 32, "role": "grid_export"},
+        {"id": "c" * 32, "role": "production", "meter_id": "home-pv"}]}])
+    assert _production_meter(flukso) == "home-pv"
+    p1_pv = Config(sources=[{"type": "p1"}, {"type": "p1", "port": "/dev/pv", "meter_id": "pv1", "role": "production"}])
+    assert _production_meter(p1_pv) == "pv1"
+    assert _production_meter(Config(sources=[{"type": "p1"}])) is None

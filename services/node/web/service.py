@@ -45,7 +45,7 @@ class WebSettings:
     signal: SignalSettings = field(default_factory=SignalSettings)
     operation: str | None = None  # the sharing operation ([uplink], when enabled): its allocations are shown
     member_id: str | None = None  # this member in it (the pseudonym)
-    production_meter_id: str | None = None  # a PV meter (Flukso "production" sensor): own production on the page
+    production_meter_id: str | None = None  # a meter whose role is production (a PV inverter's): own production on the page
 
     @classmethod
     def from_config(cls, cfg) -> WebSettings:
@@ -75,12 +75,12 @@ class WebSettings:
 
 
 def _production_meter(cfg) -> str | None:
-    """The meter of the first Flukso "production" sensor (a PV inverter's circuit), if any: its
-    export register is the home's own production."""
+    """The first configured meter whose role is production (a Flukso clamp on the inverter's circuit,
+    a PV meter on P1), if any: its export register is the home's own production."""
     for src in cfg.sources:
-        for sensor in getattr(src, "sensors", None) or ():
-            if getattr(sensor, "role", None) == "production":
-                return sensor.meter_id or getattr(src, "meter_id", None)
+        for meter_id in src.meter_ids():
+            if src.role_of(meter_id) == "production":
+                return meter_id
     return None
 
 
