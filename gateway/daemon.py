@@ -24,7 +24,8 @@ from gateway.clock import clock_synchronised
 from gateway.config import Config
 from gateway.health import HEALTH_FILE
 from gateway.logs import get_logger
-from gateway.pipeline import Pipeline, utc_iso
+from gateway.model import utc_iso
+from gateway.pipeline import Pipeline
 from gateway.sources import Source
 
 log = get_logger("quartier.gateway.daemon")

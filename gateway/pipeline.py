@@ -16,11 +16,7 @@ from datetime import datetime, timedelta, timezone
 
 from gateway.from_p1 import NotAReading, meter_id_of, to_reading
 from gateway.logs import get_logger
-from gateway.model import (
-    QuarterHour,
-    Reading,
-    utc_iso,  # noqa: F401 - its importers' old home
-)
+from gateway.model import QuarterHour, Reading
 from gateway.plausibility import Change, Limits, MeterGate, Reason
 from gateway.quarter_hours import LiveQuarter, QuarterHourAggregator
 from p1.decode import CRC_DIALECTS
