@@ -57,8 +57,12 @@ def test_today_adds_closed_quarter_hours_from_the_store(rig: WebRig):
     rig.feed(0)
     rig.feed_quarter_hours(2, import_w=400)  # 100 Wh per quarter-hour
     rig.feed(120, import_w=400)
-    live = rig.wait_live(lambda x: x["today"] and x["today"]["closed_quarter_hours"] == 2, "two closed quarter-hours")
-    assert live["today"]["import_wh"] == 2 * 100 + live["quarter_hour"]["import_wh"]
+    # wait for the last reading too: the quarter-hour message that closes 08:15 is sent just before the
+    # 08:30 reading that closed it, so for an instant the shown reading is 08:29 in a closed quarter-hour
+    live = rig.wait_live(lambda x: x["time"] == "2026-06-01T08:32:00Z" and x["today"]
+                         and x["today"]["closed_quarter_hours"] == 2, "two closed quarter-hours and the last reading")
+    assert live["quarter_hour"]["start"] == "2026-06-01T08:30:00Z" and live["quarter_hour"]["import_wh"] == 13
+    assert live["today"]["import_wh"] == 2 * 100 + 13
     assert live["signal"]["state"] == "red" and live["signal"]["reason"] == "no_surplus"
 
 
