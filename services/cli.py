@@ -25,9 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _register_allocate(subparsers)
     _register_simulate(subparsers)
     _register_web(subparsers)
-    from services.community.cli import register as _register_community  # the community server (issue 7)
-
-    _register_community(subparsers)
+    # `community` (the community server's commands) is services/community/cli.py's, registered by gateway.cli
 
 
 def _fail(command: str, message: str) -> int:

@@ -149,6 +149,29 @@ def test_version_and_a_bare_quartier_prints_the_help_on_stdout():
     assert quartier("").returncode == 2 and quartier("rnu").returncode == 2
 
 
+def test_the_command_table_names_what_each_module_registers():
+    """gateway.cli imports only the module that owns the command typed: its table must be exact."""
+    import argparse
+    import importlib
+
+    from gateway.cli import COMMANDS
+
+    for name, commands in COMMANDS.items():
+        sub = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(name).register(sub)
+        assert tuple(sub.choices) == commands, name
+
+
+def test_the_daemon_and_the_web_service_load_no_other_command_s_modules():
+    """The long-running services keep for their lifetime only what they run (issue 17's memory budget)."""
+    code = ("import sys; from gateway.cli import build_parser; build_parser(sys.argv[1:]); "
+            "print(' '.join(m for m in sys.modules if m.startswith(('services', 'demo', 'gateway.doctor', 'flukso'))))")
+    for argv, allowed in ((["--log-level", "INFO", "run", "--config", "x"], set()),
+                          (["web", "--config", "x"], {"services", "services.cli"})):
+        r = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, check=True)
+        assert set(r.stdout.decode().split()) == allowed, argv
+
+
 def test_a_configuration_error_exits_78_for_every_service(tmp_path):
     """EX_CONFIG: the units carry RestartPreventExitStatus=78, so a bad file is not restarted for ever."""
     bad = tmp_path / "quartier.toml"
