@@ -3,6 +3,7 @@
 #
 #   sudo deploy/install.sh              install, or upgrade to the checked-out version
 #   sudo deploy/install.sh --light      the same, with the GPIO consume-now light
+#   sudo deploy/install.sh --community  the community server instead of a node (deploy/community/README.md)
 #   sudo deploy/install.sh --rollback   go back to the version that ran before the last switch
 #   deploy/install.sh --list            the installed versions
 #   deploy/install.sh --root DIR ...    write everything under DIR and change nothing on this machine
@@ -22,6 +23,7 @@ ROOT=""
 ACTION=install
 VERSION=""
 WITH_LIGHT=0
+ROLE=node
 NO_APT=0
 FORCE=0
 KEEP=3
@@ -42,6 +44,7 @@ Options:
   --root DIR         install under DIR instead of / ; no user, no apt-get, no systemctl
   --version NAME     name of this release (default: the project version and the git commit)
   --light            also install and enable the GPIO consume-now light (quartier-light.service)
+  --community        install the community server (quartier-community.service), not a node
   --no-apt           do not install Debian packages (they are already there)
   --force            rebuild the release even if it is already installed
   --keep N           keep this many releases besides current and previous (default 3)
@@ -71,6 +74,7 @@ while [ $# -gt 0 ]; do
         --rollback) ACTION=rollback ;;
         --list) ACTION=list ;;
         --light) WITH_LIGHT=1 ;;
+        --community) ROLE=community ;;
         --no-apt) NO_APT=1 ;;
         --force) FORCE=1 ;;
         --keep) [ $# -ge 2 ] || die "--keep needs a number"; KEEP=$2; shift ;;
@@ -86,6 +90,7 @@ while [ $# -gt 0 ]; do
 done
 
 case "$KEEP" in ''|*[!0-9]*) die "--keep needs a whole number, not '$KEEP'" ;; esac
+[ "$ROLE" = node ] || [ "$WITH_LIGHT" = 0 ] || die "--light is a node's: not with --community"
 if [ -n "$ROOT" ]; then
     mkdir -p "$ROOT"
     ROOT=$(cd "$ROOT" && pwd)
@@ -95,8 +100,23 @@ fi
 OPT=$ROOT/opt/quartier
 RELEASES=$OPT/releases
 ETC=$ROOT/etc/quartier
-CONFIG=$ETC/quartier.toml
-SECRETS=$ETC/secrets.toml
+if [ "$ROLE" = community ]; then
+    # the server's configuration, its secrets and the services: deploy/community/
+    CONFIG=$ETC/community-server.toml
+    SECRETS=$ETC/community-secrets.toml
+    CONFIG_TEMPLATE=$SRC/deploy/community/community-server.toml
+    SECRETS_TEMPLATE=$SRC/deploy/community/community-secrets.toml
+    MAIN_UNIT=quartier-community.service
+    ALL_UNITS=(quartier-community.service)
+    APT_PACKAGES+=(openssl)  # the community CA and the broker's certificate (quartier community provision)
+else
+    CONFIG=$ETC/quartier.toml
+    SECRETS=$ETC/secrets.toml
+    CONFIG_TEMPLATE=$SRC/deploy/quartier.toml
+    SECRETS_TEMPLATE=$SRC/deploy/secrets.toml
+    MAIN_UNIT=quartier.service
+    ALL_UNITS=(quartier-light.service quartier-web.service quartier.service)  # stop order
+fi
 # the pinned versions of every Python package a release installs
 CONSTRAINTS=$SRC/deploy/constraints.txt
 [ -f "$CONSTRAINTS" ] || die "$CONSTRAINTS missing: the release would install unpinned versions"
@@ -142,13 +162,14 @@ default_version() {  # sets VERSION: <project version>-g<commit>, -dirty-<digest
 
 wanted_units() {  # the units that should run: the light only when asked for, now or before
     local units=(quartier.service quartier-web.service)
+    [ "$ROLE" = community ] && units=(quartier-community.service)
     # the local broker for Home Assistant (installed with the Debian packages)
     if [ -z "$ROOT" ] && systemctl cat mosquitto.service >/dev/null 2>&1; then
         units=(mosquitto.service "${units[@]}")
     fi
     if [ "$WITH_LIGHT" = 1 ]; then
         units+=(quartier-light.service)
-    elif [ -z "$ROOT" ] && systemctl is-enabled --quiet quartier-light.service 2>/dev/null; then
+    elif [ "$ROLE" = node ] && [ -z "$ROOT" ] && systemctl is-enabled --quiet quartier-light.service 2>/dev/null; then
         units+=(quartier-light.service)
     fi
     printf '%s\n' "${units[@]}"
@@ -172,14 +193,14 @@ services_restart() {  # after a switch: Quartier's services run from the new /op
     system systemctl restart "${quartier_units[@]}"
 }
 
-daemon_came_up() {  # the daemon answers READY=1 (Type=notify) within 60 s and stays up
+daemon_came_up() {  # the main service answers READY=1 (Type=notify) within 60 s and stays up
     [ -n "$ROOT" ] && return 0
     for _ in $(seq 1 60); do
-        if systemctl is-active --quiet quartier.service; then
+        if systemctl is-active --quiet "$MAIN_UNIT"; then
             sleep 5
-            systemctl is-active --quiet quartier.service && return 0
+            systemctl is-active --quiet "$MAIN_UNIT" && return 0
         fi
-        if systemctl is-failed --quiet quartier.service; then
+        if systemctl is-failed --quiet "$MAIN_UNIT"; then
             return 1
         fi
         sleep 1
@@ -215,7 +236,7 @@ rollback() {
     say "current release is now $previous (was $current)"
     services_restart
     if ! daemon_came_up; then
-        die "quartier.service does not start on $previous either: see journalctl -u quartier -n 50"
+        die "$MAIN_UNIT does not start on $previous either: see journalctl -u ${MAIN_UNIT%.service} -n 50"
     fi
     store_note "$previous"
 }
@@ -248,14 +269,15 @@ install_packages() {
 
 create_user() {
     local groups=dialout
+    [ "$ROLE" = community ] && groups=""  # no serial port, no GPIO
     if [ -z "$ROOT" ] && getent group gpio >/dev/null; then
         groups=dialout,gpio
     fi
     if [ -z "$ROOT" ] && id "$SERVICE_USER" >/dev/null 2>&1; then
-        usermod -aG "$groups" "$SERVICE_USER"
+        [ -z "$groups" ] || usermod -aG "$groups" "$SERVICE_USER"
         return 0
     fi
-    system useradd --system --user-group --groups "$groups" --home-dir /var/lib/quartier \
+    system useradd --system --user-group ${groups:+--groups "$groups"} --home-dir /var/lib/quartier \
         --no-create-home --shell /usr/sbin/nologin --comment "Quartier metering gateway" "$SERVICE_USER"
 }
 
@@ -297,6 +319,8 @@ build_release() {  # a virtual environment with Quartier from this checkout, in 
     mkdir -p "$dir/share/hardware"
     cp "$SRC/deploy/README.md" "$dir/share/README.md"
     cp -R "$SRC/hardware/." "$dir/share/hardware/"
+    # the community server's unit, configuration template and broker files (deploy/community/README.md)
+    cp -R "$SRC/deploy/community" "$dir/share/community"
     cp "$SRC/deploy/quartier.toml" "$SRC/deploy/secrets.toml" "$CONSTRAINTS" "$dir/share/"
     {
         printf 'version=%s\n' "$release"
@@ -311,13 +335,13 @@ install_config() {
     mkdir -p "$ETC"
     chmod 0755 "$ETC"
     if [ -e "$CONFIG" ]; then
-        say "keeping your configuration $CONFIG (the template is in /opt/quartier/current/share/quartier.toml)"
+        say "keeping your configuration $CONFIG (the template is in /opt/quartier/current/share/)"
     else
-        install -m 0644 "$SRC/deploy/quartier.toml" "$CONFIG"
-        say "wrote $CONFIG: edit it, then: sudo quartier config check $CONFIG"
+        install -m 0644 "$CONFIG_TEMPLATE" "$CONFIG"
+        say "wrote $CONFIG: edit it, then: sudo quartier $([ "$ROLE" = community ] && echo "community check --config" || echo "config check") $CONFIG"
     fi
     if [ ! -e "$SECRETS" ]; then
-        install -m 0600 "$SRC/deploy/secrets.toml" "$SECRETS"
+        install -m 0600 "$SECRETS_TEMPLATE" "$SECRETS"
     fi
     chmod 0600 "$SECRETS"
     system chown "$SERVICE_USER:$SERVICE_USER" "$SECRETS"
@@ -336,6 +360,18 @@ in_release() {  # run a program of a release; under --root the configuration's a
 
 check_config_with() {  # the new release must accept the configuration before it is switched to
     local release=$1
+    if [ "$ROLE" = community ]; then
+        local community
+        community=$(sed -n 's/^community_file *= *"\([^"]*\)".*/\1/p' "$CONFIG" | head -n 1)
+        case "$community" in /*) community=$ROOT$community ;; *) community=$ETC/$community ;; esac
+        if [ ! -e "$community" ]; then  # a first install: the operator writes it next
+            say "no community file yet ($community): write it, then: sudo quartier community check --config $CONFIG"
+            return 0
+        fi
+        in_release "$release" quartier community check --config "$CONFIG" \
+            || die "release $release does not accept $CONFIG (see above); nothing was switched"
+        return 0
+    fi
     if ! in_release "$release" quartier config check "$CONFIG"; then
         die "release $release does not accept $CONFIG (see above); nothing was switched. Fix the file, or keep the running version"
     fi
@@ -343,6 +379,7 @@ check_config_with() {  # the new release must accept the configuration before it
 
 backup_store_if_migrating() {  # a schema migration is one-way: keep a copy for a rollback
     local release=$1 store backup
+    [ "$ROLE" = node ] || return 0  # the ledger migrates itself and keeps its old rows
     store=$(in_release "$release" python -c 'import sys
 from gateway.config import load_config
 print(load_config(sys.argv[1]).store.path)' "$CONFIG" 2>/dev/null) || return 0
@@ -367,13 +404,17 @@ PY
 }
 
 install_system_files() {
+    mkdir -p "$ROOT/usr/local/bin"
+    ln -sfn /opt/quartier/current/venv/bin/quartier "$ROOT/usr/local/bin/quartier"
+    if [ "$ROLE" = community ]; then  # a server keeps its journal on disk: no journald drop-in
+        install -D -m 0644 "$SRC/deploy/community/quartier-community.service" "$ROOT/etc/systemd/system/quartier-community.service"
+        return 0
+    fi
+    install -D -m 0644 "$SRC/deploy/journald-quartier.conf" "$ROOT/etc/systemd/journald.conf.d/quartier.conf"
     install -D -m 0644 "$SRC/deploy/quartier.service" "$ROOT/etc/systemd/system/quartier.service"
     install -D -m 0644 "$SRC/deploy/quartier-web.service" "$ROOT/etc/systemd/system/quartier-web.service"
     install -D -m 0644 "$SRC/deploy/quartier-light.service" "$ROOT/etc/systemd/system/quartier-light.service"
     install -D -m 0644 "$SRC/deploy/99-quartier-p1.rules" "$ROOT/etc/udev/rules.d/99-quartier-p1.rules"
-    install -D -m 0644 "$SRC/deploy/journald-quartier.conf" "$ROOT/etc/systemd/journald.conf.d/quartier.conf"
-    mkdir -p "$ROOT/usr/local/bin"
-    ln -sfn /opt/quartier/current/venv/bin/quartier "$ROOT/usr/local/bin/quartier"
     system udevadm control --reload
     system udevadm trigger --subsystem-match=tty --action=add
     system systemctl restart systemd-journald
@@ -408,7 +449,7 @@ install_quartier() {
     create_user
     old=$(release_of "$OPT/current")
     if [ "$old" = "$release" ] && [ "$FORCE" = 1 ]; then  # rebuilding the running release
-        system systemctl stop quartier-light.service quartier-web.service quartier.service || true
+        system systemctl stop "${ALL_UNITS[@]}" || true
     fi
     build_release "$release"
     install_config
@@ -425,7 +466,7 @@ install_quartier() {
         return 0
     fi
     if [ -n "$old" ]; then
-        system systemctl stop quartier-light.service quartier-web.service quartier.service || true
+        system systemctl stop "${ALL_UNITS[@]}" || true
     fi
     backup_store_if_migrating "$release"
     switch_link current "$release"
@@ -434,17 +475,21 @@ install_quartier() {
     services_restart
     if ! daemon_came_up; then
         if [ -n "$old" ]; then
-            say "quartier.service does not start on $release: going back to $old"
+            say "$MAIN_UNIT does not start on $release: going back to $old"
             switch_link current "$old"
             switch_link previous "$release"
             services_restart
-            die "upgrade to $release failed and was rolled back: see journalctl -u quartier -n 50"
+            die "upgrade to $release failed and was rolled back: see journalctl -u ${MAIN_UNIT%.service} -n 50"
         fi
-        die "quartier.service does not start: see journalctl -u quartier -n 50 and run: sudo quartier doctor"
+        die "$MAIN_UNIT does not start: see journalctl -u ${MAIN_UNIT%.service} -n 50 and run: sudo quartier doctor"
     fi
     prune_releases
     if [ -z "$ROOT" ]; then
-        say "done. Next: sudo quartier doctor"
+        if [ "$ROLE" = community ]; then
+            say "done. Next: deploy/community/README.md (the broker, the first gateway)"
+        else
+            say "done. Next: sudo quartier doctor"
+        fi
     else
         say "done: installed under $ROOT"
     fi

@@ -181,7 +181,7 @@ def test_provisioning_later_gateway_takes_effect_on_reload(secure, tmp_path: Pat
 
 
 def test_the_deploy_copy_of_the_broker_config_is_what_provisioning_writes() -> None:
-    here = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto" / "quartier-community.conf"
+    here = Path(__file__).resolve().parent.parent / "deploy" / "community" / "mosquitto" / "quartier-community.conf"
     shipped = [ln for ln in here.read_text().splitlines() if ln and not ln.startswith("#")]
     generated = broker.conf_text(broker.BrokerDir(Path("/etc/quartier/broker")), port=8883)
     assert shipped == [ln for ln in generated.splitlines() if ln and not ln.startswith("#")]

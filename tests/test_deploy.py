@@ -23,7 +23,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
 INSTALL = DEPLOY / "install.sh"
-UNITS = ("quartier.service", "quartier-web.service", "quartier-light.service")
+UNITS = ("quartier.service", "quartier-web.service", "quartier-light.service")  # the node's, installed
+COMMUNITY_UNIT = "community/quartier-community.service"  # the community server's (deploy/community/README.md)
 
 
 def _tool(name: str) -> str:
@@ -88,7 +89,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_deploy_scripts_pass_shellcheck() -> None:
-    scripts = sorted(DEPLOY.glob("*.sh"))
+    scripts = sorted(DEPLOY.rglob("*.sh"))
     assert INSTALL in scripts
     proc = subprocess.run([_tool("shellcheck"), "--shell=bash", "--severity=style", *map(str, scripts)],
                           capture_output=True, text=True)
@@ -120,7 +121,7 @@ def _exposure(unit: Path) -> float:
     return float(m.group(1))
 
 
-@pytest.mark.parametrize("name", UNITS)
+@pytest.mark.parametrize("name", [*UNITS, COMMUNITY_UNIT])
 def test_units_are_hardened_to_an_exposure_of_at_most_2(name: str) -> None:
     """Issue 17: the units were rated 7.1-7.4 ("MEDIUM"). Checked on the files as shipped."""
     exposure = _exposure(DEPLOY / name)
@@ -129,7 +130,7 @@ def test_units_are_hardened_to_an_exposure_of_at_most_2(name: str) -> None:
     assert f"rates this unit {exposure}" in (DEPLOY / name).read_text()
 
 
-@pytest.mark.parametrize("name", UNITS)
+@pytest.mark.parametrize("name", [*UNITS, COMMUNITY_UNIT])
 def test_units_keep_what_each_service_needs(name: str) -> None:
     """Hardening that would break the service: no capability, the devices each one needs and only
     those, no restart loop on a configuration error (exit 78, EX_CONFIG)."""
@@ -235,6 +236,38 @@ def test_install_writes_the_layout(installed: Path) -> None:
     assert (current / "share/hardware/README.md").is_file()
 
 
+def test_community_install_writes_the_server_layout_and_checks_its_config(installed: Path, tmp_path: Path) -> None:
+    """``install.sh --community``: the server's unit and templates, none of a node's files; the
+    release is the node test's, linked in (already complete: not built twice)."""
+    from tests.community_fixtures import SECRET, write_community
+
+    root = tmp_path / "server"
+    (root / "opt/quartier/releases").mkdir(parents=True)
+    (root / "opt/quartier/releases/t1").symlink_to(installed / "opt/quartier/releases/t1")
+    first = _install(root, "--community", "--version", "t1", "--no-apt")
+    assert "no community file yet" in first.stdout, first.stdout
+    etc = root / "etc/quartier"
+    unit = root / "etc/systemd/system/quartier-community.service"
+    assert unit.read_text() == (DEPLOY / COMMUNITY_UNIT).read_text()
+    assert not (root / "etc/systemd/system/quartier.service").exists() and not (root / "etc/udev").exists()
+    assert not (root / "etc/systemd/journald.conf.d").exists()  # a server keeps its journal
+    assert (etc / "community-server.toml").read_text() == (DEPLOY / "community/community-server.toml").read_text()
+    secrets = etc / "community-secrets.toml"
+    assert secrets.stat().st_mode & 0o777 == 0o600
+    # the operator writes the community file and the secret: now the installer checks them
+    write_community(etc)
+    config = etc / "community-server.toml"
+    config.write_text(config.read_text().replace('"/var/lib/quartier/community.sqlite"', f'"{tmp_path / "ledger.sqlite"}"'))
+    refused = _install(root, "--community", "--version", "t1", "--no-apt", check=False)
+    assert refused.returncode != 0 and "server.pseudonym_secret: missing" in refused.stderr, refused.stdout + refused.stderr
+    secrets.write_text(secrets.read_text().replace('pseudonym_secret = ""', f'pseudonym_secret = "{SECRET}"')
+                       .replace("tokens = []", 'tokens = ["operator-1"]'))
+    ok = _install(root, "--community", "--version", "t1", "--no-apt")
+    assert "community-server.toml: OK (community moulin" in ok.stdout, ok.stdout
+    # --light belongs to a node
+    assert _install(root, "--community", "--light", check=False).returncode != 0
+
+
 def test_installed_quartier_accepts_the_installed_config(installed: Path) -> None:
     root = installed
     env = {**os.environ, "QUARTIER_DAEMON__SECRETS_FILE": str(root / "etc/quartier/secrets.toml")}
@@ -260,7 +293,14 @@ def test_installed_units_pass_systemd_analyze_verify(installed: Path) -> None:
     if not lib.exists():
         lib.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree("/usr/lib/systemd/system", lib, symlinks=True)
-    proc = subprocess.run([analyze, "verify", f"--root={installed}", *UNITS], capture_output=True, text=True, timeout=120)
+    # the community server's unit, copied from the release as deploy/community/README.md says
+    community = installed / "etc/systemd/system/quartier-community.service"
+    shutil.copy(installed / "opt/quartier/current/share/community/quartier-community.service", community)
+    try:
+        proc = subprocess.run([analyze, "verify", f"--root={installed}", *UNITS, community.name],
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        community.unlink()
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip() == "" and proc.stderr.strip() == "", proc.stdout + proc.stderr
 

@@ -19,6 +19,7 @@ from tests.servers import free_port
 ROOT = Path(__file__).resolve().parent.parent
 SANDBOX = ROOT / "tests" / "unit_sandbox.py"
 DEPLOY = ROOT / "deploy"
+UNITS = ["quartier.service", "quartier-web.service", "quartier-light.service", "community/quartier-community.service"]
 
 
 def sandboxed(unit: str, *command: str, **kw) -> list[str]:
@@ -29,7 +30,7 @@ def run_py(unit: str, code: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(sandboxed(unit, sys.executable, "-c", code), capture_output=True, text=True, timeout=60)
 
 
-@pytest.mark.parametrize("unit", ["quartier.service", "quartier-web.service", "quartier-light.service"])
+@pytest.mark.parametrize("unit", UNITS)
 def test_the_sandbox_enforces_the_unit(unit: str) -> None:
     """The checks below would prove nothing if the settings were not in force: they are."""
     r = run_py(unit, """
@@ -56,7 +57,7 @@ print("enforced")
     assert r.returncode == 0 and r.stdout.strip() == "enforced", r.stdout + r.stderr
 
 
-@pytest.mark.parametrize("unit", ["quartier.service", "quartier-web.service", "quartier-light.service"])
+@pytest.mark.parametrize("unit", UNITS)
 def test_compiled_code_loads_under_memory_deny_write_execute(unit: str) -> None:
     """CPython, numpy, pydantic-core, crcmod's C extension and cffi need no writable+executable memory."""
     r = run_py(unit, "import numpy, pydantic, cffi, fastapi, paho.mqtt.client, serial; from p1.crc import compiled, crc16; "
@@ -120,3 +121,52 @@ def test_the_light_runs_under_its_unit(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
     assert b"amber" in proc.stdout.read() if proc.stdout else False
+
+
+def test_the_community_server_runs_under_its_unit(tmp_path: Path, mosquitto) -> None:
+    """`quartier community` under quartier-community.service's settings: the broker (TCP), the ledger,
+    the operator API, systemd's notify socket (AF_UNIX) and a clean stop on SIGTERM."""
+    import socket as _socket
+
+    from tests.community_fixtures import SECRET, write_community
+
+    write_community(tmp_path)
+    port = free_port()
+    (tmp_path / "server.toml").write_text(
+        'secrets_file = "secrets.toml"\n[server]\ncommunity_file = "community.toml"\n'
+        f'database = "{tmp_path / "ledger.sqlite"}"\n[broker]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\n'
+        f'[api]\nhost = "127.0.0.1"\nport = {port}\n')
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text(f'[server]\npseudonym_secret = "{SECRET}"\n[api]\ntokens = ["op-token"]\n')
+    secrets.chmod(0o600)
+    notify = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(30)
+    env = {**__import__("os").environ, "NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "2000000"}
+    proc = subprocess.Popen(sandboxed("community/quartier-community.service", sys.executable, "-m", "gateway.cli",
+                                      "community", "--config", str(tmp_path / "server.toml")),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    try:
+        said = notify.recv(4096).decode()
+        assert "READY=1" in said, said
+        assert "WATCHDOG=1" in notify.recv(4096).decode()  # its threads are alive: the watchdog is fed
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/operations",
+                                     headers={"Authorization": "Bearer op-token"})
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(req, timeout=5) as resp:
+                    assert [o["id"] for o in json.loads(resp.read())] == ["op1", "op2"]
+                    break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode() if proc.stderr else ""
+                time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        notify.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    assert "Traceback" not in err and "Operation not permitted" not in err, err

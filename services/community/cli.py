@@ -2,6 +2,7 @@
 ``sheets``: every member's monthly sheet as PDF, for members without a Pi or a screen.
 
     quartier community --config community-server.toml
+    quartier community check --config community-server.toml    # what the server would refuse, then exit
     quartier community provision --config community-server.toml --broker-dir /etc/quartier/broker \\
         --member alice --out ./alice            # credentials + config files for a new gateway
     quartier community provision --config ... --broker-dir ... --init-broker broker.example.org
@@ -57,6 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          "own, since the broker ties client ids to usernames; its password goes to "
                          "BROKER_DIR/NAME-secrets.toml")
     pp.set_defaults(func=_provision)
+    pc = sub.add_parser("check", parents=[common],
+                        help="check the configuration, its secrets and the community file, then exit (78 if wrong)")
+    pc.set_defaults(func=_check)
     from demo.community import register as register_demo  # demo tooling: only its arguments here
 
     register_demo(sub)
@@ -100,26 +104,44 @@ def _load(args: argparse.Namespace):
     return cfg, community
 
 
-def _run(args: argparse.Namespace) -> int:
+def _checked(args: argparse.Namespace):
+    """The configuration, the community file and this process's roster, or SystemExit(78) naming what
+    is wrong: what the server refuses to start with, ``quartier community check`` says beforehand."""
     cfg, community = _load(args)
-    from services.community.admission import Limits
-    from services.community.api import create_app
-    from services.community.ledger import Ledger
     from services.community.roster import Roster
-    from services.community.server import BrokerLink, CommunityServer
 
     try:
         only = cfg.server.operation_ids(community.id, [op.id for op in community.operations])
         roster = Roster.build(community, cfg.server.pseudonym_secret.get_secret_value(), only,
                               default_max_power_w=cfg.server.default_max_power_w)
     except ValueError as exc:
-        return _config_fail(f"server.{exc}")
+        raise SystemExit(_config_fail(f"server.{exc}")) from None
     if only == []:
-        return _config_fail(f"server.shard = {cfg.server.shard!r}: this share of the community's "
-                            f"{len(community.operations)} operation(s) is empty; run fewer server processes")
+        raise SystemExit(_config_fail(f"server.shard = {cfg.server.shard!r}: this share of the community's "
+                                      f"{len(community.operations)} operation(s) is empty; run fewer server processes"))
     tokens = [t.get_secret_value() for t in cfg.api.tokens]
     if cfg.api.enabled and not tokens:
-        return _config_fail("api.tokens: at least one operator token in the secrets file (or api.enabled = false)")
+        raise SystemExit(_config_fail("api.tokens: at least one operator token in the secrets file (or api.enabled = false)"))
+    return cfg, community, only, roster, tokens
+
+
+def _check(args: argparse.Namespace) -> int:
+    """``quartier community check``: the install script runs it before switching to a new release."""
+    cfg, community, only, _roster, _tokens = _checked(args)
+    ops = [op for op in community.operations if only is None or op.id in only]
+    members = {m.id for op in ops for m in op.members}
+    print(f"{args.config}: OK (community {community.id}, {len(ops)} operation(s) served by this process, "
+          f"{len(members)} member(s), broker {cfg.broker.host}:{cfg.broker.port})")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    cfg, community, only, roster, tokens = _checked(args)
+    from services.community.admission import Limits
+    from services.community.api import create_app
+    from services.community.ledger import Ledger
+    from services.community.roster import Roster
+    from services.community.server import BrokerLink, CommunityServer
     b = cfg.broker
     # one persistent session per process: shards started from one configuration must not take over
     # each other's session (the broker would disconnect the older one, back and forth)

@@ -1,6 +1,6 @@
 #!/bin/bash
 # Provision a new gateway of the community: broker credentials, its [uplink] config and secrets.
-#   deploy/provision-gateway.sh MEMBER_ID [OUT_DIR]
+#   deploy/community/provision-gateway.sh MEMBER_ID [OUT_DIR]
 # Environment: QUARTIER_COMMUNITY_CONFIG (default /etc/quartier/community-server.toml),
 #              QUARTIER_BROKER_DIR (default /etc/quartier/broker).
 # Copy OUT_DIR/MEMBER_ID/{uplink.toml,uplink-secrets.toml,community-ca.crt} to the gateway
