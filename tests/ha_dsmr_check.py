@@ -32,7 +32,8 @@ HA_PREFIX = "dsmr"  # the integration's keys are full topics under "dsmr"
 def check_payload(key: str, desc, payload: str, errors: list[str]) -> None:
     if desc.state is not None:
         value = desc.state(payload)
-        if desc.device_class == SensorDeviceClass.TIMESTAMP and (not isinstance(value, datetime) or value.tzinfo is None):
+        zoned = isinstance(value, datetime) and value.tzinfo is not None
+        if desc.device_class == SensorDeviceClass.TIMESTAMP and not zoned:
             errors.append(f"{key}: {payload!r} is not a time with its zone ({value!r})")
         if desc.options is not None and value not in desc.options:
             errors.append(f"{key}: {payload!r} becomes {value!r}, not one of {desc.options}")
@@ -77,8 +78,9 @@ def main() -> None:
         except Exception as exc:  # a transform that raises is what Home Assistant would hit too
             errors.append(f"{key}: {payload!r}: {type(exc).__name__}: {exc}")
         checked += 1
-    out = {k: {"device_class": d.device_class and str(d.device_class), "state_class": d.state_class and str(d.state_class),
-               "unit": d.native_unit_of_measurement} for k, d in sensors.items()}
+    out = {k: {"device_class": d.device_class and str(d.device_class),
+               "state_class": d.state_class and str(d.state_class),
+               "unit": d.native_unit_of_measurement and str(d.native_unit_of_measurement)} for k, d in sensors.items()}
     print(json.dumps({"version": __version__, "errors": errors, "sensors": out, "checked": checked}))
 
 

@@ -138,7 +138,8 @@ def _reading(grid: dict) -> list[tuple[str, object, bool]]:
         out.append(("meter-stats/electricity_tariff", str(grid["tariff"]), True))
     gas = _gas(grid)
     if gas is not None:
-        out += [("reading/extra_device_delivered", gas["value"], True), ("consumption/gas/delivered", gas["value"], True)]
+        out += [("reading/extra_device_delivered", gas["value"], True),
+                ("consumption/gas/delivered", gas["value"], True)]
         if gas.get("time"):
             out.append(("consumption/gas/read_at", gas["time"], True))
     return out
