@@ -149,6 +149,10 @@ class MqttConfig(_Section):
     power_interval_s: float = Field(default=5.0, ge=0, le=3600)
     # the node's page, linked from Home Assistant's device page; default http://<hostname>.local:<web.port>/
     configuration_url: str | None = None
+    # also DSMR-reader's topics (services/node/dsmr_reader.py) for Home Assistant's DSMR Reader
+    # integration, which listens under "dsmr" only; another prefix is for a bridge or another tool
+    dsmr_reader_topics: bool = False
+    dsmr_reader_prefix: str = "dsmr"
 
     @field_validator("configuration_url")
     @classmethod
@@ -157,7 +161,7 @@ class MqttConfig(_Section):
             raise ValueError("must start with http:// or https://")
         return v
 
-    @field_validator("base_topic", "discovery_prefix")
+    @field_validator("base_topic", "discovery_prefix", "dsmr_reader_prefix")
     @classmethod
     def _topic(cls, v: str) -> str:
         if not v or any(c in v for c in "+#\0") or v.startswith("/") or v.endswith("/"):
@@ -442,4 +446,6 @@ port = 1883
 base_topic = "quartier"
 discovery_prefix = "homeassistant"
 power_interval_s = 5    # powers at most this often; registers, tariff and gas when they change
+# dsmr_reader_topics = true   # also DSMR-reader's topics, for Home Assistant's DSMR Reader integration
+# dsmr_reader_prefix = "dsmr" # the integration listens under "dsmr" only
 """

@@ -42,11 +42,16 @@ def ha_python() -> Path:
     return python
 
 
-def ha_check(python: Path, config: dict, energy: dict) -> dict:
-    out = subprocess.run([str(python), str(ROOT / "tests" / "ha_check.py")], input=json.dumps({"config": config, "energy": energy}),
+def ha_run(python: Path, script: str, job: dict) -> dict:
+    """A check script of tests/ run by Home Assistant's interpreter: the job on stdin, JSON back."""
+    out = subprocess.run([str(python), str(ROOT / "tests" / script)], input=json.dumps(job),
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout)
+
+
+def ha_check(python: Path, config: dict, energy: dict) -> dict:
+    return ha_run(python, "ha_check.py", {"config": config, "energy": energy})
 
 
 def p1_grid_message() -> dict:

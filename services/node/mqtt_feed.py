@@ -50,6 +50,28 @@ Stale discovery is cleared: components that our previous message had and this on
 once as ``{"p": platform}`` (Home Assistant deletes them), and the device an older version published
 under the host name is removed with an empty retained message. Entities are available only while both
 this service (``status``) and the meter data (``gateway``) are online; diagnostics while the service is.
+
+DSMR-reader's layout (``mqtt.dsmr_reader_topics = true``; ``<p>`` = ``mqtt.dsmr_reader_prefix``, default
+``dsmr``), for Home Assistant's built-in DSMR Reader integration, also published for the grid meter;
+services/node/dsmr_reader.py builds it (and says what is left out and why). Same rules: (r) on change,
+the others at most every ``mqtt.power_interval_s``; a value the meter does not give is not sent::
+
+    <p>/reading/electricity_{delivered,returned}_{1,2}       kWh, 3 decimals: the meter's tariff 1, 2 registers (r)
+    <p>/reading/electricity_currently_{delivered,returned}  kW, 3 decimals
+    <p>/reading/phase_currently_{delivered,returned}_l<n>   kW
+    <p>/reading/phase_voltage_l<n>                          V
+    <p>/reading/phase_power_current_l<n>                    A
+    <p>/reading/timestamp                                   ISO time of the reading (UTC)
+    <p>/reading/extra_device_delivered                      m³, the gas meter (r)
+    <p>/consumption/gas/{delivered,read_at}                 m³ and the gas meter's reading time (r)
+    <p>/meter-stats/electricity_tariff                      1 | 2, the meter's own number (r)
+    <p>/day-consumption/electricity_merged                  kWh imported since local midnight (r)
+    <p>/day-consumption/electricity_returned_merged         kWh exported (r); both only when the store has the whole day
+    <p>/consumption/quarter-hour-peak-electricity/{average_delivered,read_at_start,read_at_end}
+                                                            the last quarter-hour's import as average kW (r)
+
+Home Assistant's integration subscribes to ``dsmr/...`` only: another prefix is for a bridge or another
+tool; two nodes on one broker must not both publish under the same prefix.
 """
 
 from __future__ import annotations
@@ -64,6 +86,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from gateway.logs import get_logger
+from services.node.dsmr_reader import Message, dsmr_messages
 from services.node.ha_discovery import VERSION, MeterView, T, device_config, meter_view, slug, submeter_of
 
 log = get_logger("quartier.services.mqtt")
@@ -88,6 +111,8 @@ class FeedSettings:
     diagnostics_interval_s: float = 30.0  # the daemon's refusal counts, from its health file
     signal_repeat_s: float = 60.0  # the signal again even without a change (a light that just woke up)
     configuration_url: str | None = None  # the node's page, linked from Home Assistant's device page
+    dsmr_reader_topics: bool = False  # also DSMR-reader's topic layout (services/node/dsmr_reader.py)
+    dsmr_reader_prefix: str = "dsmr"
 
     @classmethod
     def from_config(cls, mqtt, web_port: int | None = None) -> FeedSettings:
@@ -100,6 +125,7 @@ class FeedSettings:
             base_topic=mqtt.base_topic, node_id=mqtt.node_id or "", discovery=mqtt.discovery,
             discovery_prefix=mqtt.discovery_prefix, keepalive_s=mqtt.keepalive_s,
             min_interval_s=mqtt.power_interval_s, configuration_url=url,
+            dsmr_reader_topics=mqtt.dsmr_reader_topics, dsmr_reader_prefix=mqtt.dsmr_reader_prefix,
         )
 
 
@@ -157,9 +183,6 @@ class Topics:
             load_id = topic[len(prefix):-len(suffix)]
             return load_id if re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", load_id) else None
         return None
-
-
-Message = tuple[str, str, bool]  # topic, payload, retain (retained = state: published on change)
 
 
 def _num(x: float | int | None) -> str | None:
@@ -349,7 +372,8 @@ class MqttFeed:
         s = self.settings
         self.client.connect_async(s.host, s.port, keepalive=s.keepalive_s)
         self.client.loop_start()
-        log.info("mqtt.starting", extra={"broker": f"{s.host}:{s.port}", "node": self.node_id, "root": self.topics.root})
+        log.info("mqtt.starting", extra={"broker": f"{s.host}:{s.port}", "node": self.node_id, "root": self.topics.root,
+                                         "dsmr_reader": s.dsmr_reader_prefix if s.dsmr_reader_topics else None})
 
     def _identify(self) -> None:
         """The grid meter's first reading: its serial is the node's identity."""
@@ -535,8 +559,11 @@ class MqttFeed:
         powers = force or now - self._last_live >= self.settings.min_interval_s
         if powers:
             self._last_live = now
-        msgs = live_messages(self.topics, self.state.live()) + meter_messages(self.topics, self.state.reading,
-                                                                              self._producers())
+        live = self.state.live()
+        msgs = live_messages(self.topics, live) + meter_messages(self.topics, self.state.reading, self._producers())
+        if self.settings.dsmr_reader_topics:
+            msgs += dsmr_messages(self.settings.dsmr_reader_prefix, self.state.reading, live,
+                                  self.state.last_quarter_hour)
         for topic, payload, retain in msgs:
             if retain:
                 self._publish_state(topic, payload)
