@@ -185,3 +185,20 @@ def test_the_secrets_file_still_takes_every_secret(tmp_path):
     cfg = load_config(write(tmp_path, f'[daemon]\nsecrets_file = "{s}"\n'))
     assert [cfg.influx.token.get_secret_value(), cfg.web.token.get_secret_value(), cfg.mqtt.password.get_secret_value(),
             cfg.uplink.password.get_secret_value()] == ["i", "w", "m", "u"]
+
+
+def test_per_tariff_prices_and_names_are_checked_naming_the_key(tmp_path):
+    ok = load_config(write(tmp_path, '[web]\ngrid_price_eur_kwh = 0.3\ngrid_price_eur_kwh_by_tariff = { "1" = 0.34, "2" = 0.27 }\n'
+                                     'tariff_names = { "1" = "day", "2" = "night" }\ngas_price_eur_m3 = 1.25\n'))
+    assert ok.web.grid_price_eur_kwh_by_tariff == {"1": 0.34, "2": 0.27} and ok.web.tariff_names["2"] == "night"
+    assert ok.web.gas_price_eur_m3 == 1.25
+    p = write(tmp_path, '[web]\ngrid_price_eur_kwh_by_tariff = { "1" = 0.34, "day" = 0.27, "2" = -1, "3" = inf }\n'
+                        'tariff_names = { "1" = "" }\ngas_price_eur_m3 = -2\n')
+    with pytest.raises(ConfigError) as exc:
+        load_config(p)
+    msg = str(exc.value)
+    assert "web.grid_price_eur_kwh_by_tariff.day.[key] = 'day': must be a meter tariff number" in msg
+    assert "web.grid_price_eur_kwh_by_tariff.2 = -1: Input should be greater than or equal to 0" in msg
+    assert "web.grid_price_eur_kwh_by_tariff.3 = inf: Input should be a finite number" in msg
+    assert "web.tariff_names.1 = '': String should have at least 1 character" in msg
+    assert "web.gas_price_eur_m3 = -2" in msg

@@ -237,21 +237,34 @@ def create_app(service: WebService) -> FastAPI:
                 return []
             h = service.history
             if period == "day":
-                return [Energy(q.start, q.import_wh, q.export_wh, int(q.quality.value == "estimated"))
-                        for q in h.quarter_hours(meter, sp.start, sp.end)]
+                return [Energy(q.start, q.import_wh, q.export_wh, int(q.quality.value == "estimated"),
+                               q.import_by_tariff, q.export_by_tariff) for q in period_qhs(meter)]
             if period in ("week", "month"):
                 first = sp.start.date()
-                return [Energy(service.day_start(d.day), d.import_wh, d.export_wh, d.estimated)
-                        for d in h.daily_totals(meter, first, sp.end.date())]
+                return [Energy(service.day_start(d.day), d.import_wh, d.export_wh, d.estimated, d.import_by_tariff,
+                               d.export_by_tariff) for d in h.daily_totals(meter, first, sp.end.date())]
             return [Energy(service.day_start(date(int(m.month[:4]), int(m.month[5:7]), 1)), m.import_wh, m.export_wh,
-                           m.estimated) for m in h.monthly_totals(meter, f"{day.year:04d}-01", f"{day.year + 1:04d}-01")]
+                           m.estimated, m.import_by_tariff, m.export_by_tariff)
+                    for m in h.monthly_totals(meter, f"{day.year:04d}-01", f"{day.year + 1:04d}-01")]
+
+        qhs_read: dict[str, list] = {}
+
+        def period_qhs(meter: str) -> list:
+            if meter not in qhs_read:
+                qhs_read[meter] = service.history.quarter_hours(meter, sp.start, sp.end)
+            return qhs_read[meter]
 
         member = service.member_quarter_hours(sp.start, sp.end)
+        shared = {t: m.received_wh for t, m in member.items()}
+        # shared energy is taken off the tariff it was received in: the kept quarter-hours' split, read
+        # only when there is shared energy (a year of them otherwise stays on the card)
+        qh_tariffs = ({q.start: q.import_by_tariff for q in period_qhs(meter_id)}
+                      if meter_id is not None and any(shared.values()) else None)
         prod_meter = s.production_meter_id
-        return history_view(sp, tz=tz, meter_id=meter_id, energy=energy_of(meter_id),
-                            shared={t: m.received_wh for t, m in member.items()},
+        return history_view(sp, tz=tz, meter_id=meter_id, energy=energy_of(meter_id), shared=shared,
                             production=energy_of(prod_meter) if prod_meter else None, prices=s.prices,
-                            basis="operation" if member else "own_meter")
+                            basis="operation" if member else "own_meter", qh_tariffs=qh_tariffs,
+                            tariff_names=s.tariff_names)
 
     @app.get(f"{API}/health", summary="Is the gateway feeding this service, is the store readable")
     def health() -> dict:
