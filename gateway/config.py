@@ -455,6 +455,8 @@ host = "0.0.0.0"        # read endpoints open on the LAN; state changes need web
 port = 8080
 # grid_price_eur_kwh = 0.32     # to show savings on shared energy
 # shared_price_eur_kwh = 0.15
+# grid_price_eur_kwh_by_tariff = { "1" = 0.34, "2" = 0.27 }   # per meter tariff (e-MUCS: 1 day, 2 night)
+# tariff_names = { "1" = "day", "2" = "night" }               # DSMR (NL): 1 low ("low"), 2 normal ("normal")
 
 [web.signal]            # consume-now signal, W of projected quarter-hour surplus
 green_enter_w = 500

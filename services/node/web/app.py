@@ -165,7 +165,8 @@ def create_app(service: WebService) -> FastAPI:
     def live() -> dict:
         """Import and export power (W, non-negative) and the signed net (import - export), the running
         quarter-hour so far, today's energy (closed quarter-hours + the running one), this month's
-        peak demand, the operation's live surplus when fleet data is available, and the signal."""
+        peak demand, the operation's live surplus when fleet data is available, the signal, and
+        ``submeters``: the grid meter's gas and water registers (MBus) with their own reading time."""
         return service.state.live()
 
     @app.get(f"{API}/signal", summary="The consume-now signal")
@@ -225,7 +226,10 @@ def create_app(service: WebService) -> FastAPI:
     ) -> dict:
         """Import, export and the community's share per bucket and in total (closed quarter-hours and
         the store's daily and monthly totals); ``production_wh`` and ``self_consumption_wh`` when the
-        node has a production meter; ``grid_cost_eur``/``shared_cost_eur`` when prices are configured.
+        node has a production meter; ``grid_cost_eur``/``shared_cost_eur`` when prices are configured;
+        ``import_by_tariff_wh``, ``grid_import_by_tariff_wh`` and ``grid_cost_by_tariff_eur`` per meter
+        tariff where the store knows the split (null where retention pruned it before), priced with
+        ``web.grid_price_eur_kwh_by_tariff`` (the single price for a tariff without its own).
         ``previous``/``next``: a date in the neighbouring period. Bad parameters: 422 naming the field."""
         day = _in_range(at, "at") or service.today()
         tz = service.state.tz
