@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
@@ -122,9 +122,9 @@ def _totals_keys(start: int, tz: ZoneInfo) -> tuple[str, str]:
     return local.date().isoformat(), f"{local.year:04d}-{local.month:02d}"
 
 
-def add_split(split: dict[str, int] | None, more: dict[str, int]) -> dict[str, int] | None:
-    """A total's per-tariff Wh plus one quarter-hour's; unknown (None) stays unknown."""
-    if split is None:
+def add_split(split: Mapping[str, int] | None, more: Mapping[str, int] | None) -> dict[str, int] | None:
+    """Two per-tariff splits (Wh) added up; unknown (None) if either is: a split is never guessed."""
+    if split is None or more is None:
         return None
     out = dict(split)
     for tariff, wh in more.items():

@@ -21,6 +21,7 @@ from datetime import date, datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
+from gateway.store import add_split
 from services.node.web.figures import Prices, local_midnight
 from services.node.web.state import iso
 
@@ -94,16 +95,6 @@ class Energy:
 
 
 Split = dict[str, int] | None  # Wh per tariff; None: unknown
-
-
-def add_split(a: Split, b: Mapping[str, int] | None) -> Split:
-    """Sum of two per-tariff splits; unknown if either is."""
-    if a is None or b is None:
-        return None
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = out.get(k, 0) + int(v)
-    return out
 
 
 def shared_by_tariff(shared_wh: int, import_by_tariff: Mapping[str, int]) -> dict[str, int]:
