@@ -150,7 +150,6 @@ class WebConfig(_Section):
     # the tariffs' names on the page: "day", "night", "low", "normal" are translated, other words shown as written
     tariff_names: dict[TariffKey, Annotated[str, Field(min_length=1, max_length=24)]] = Field(default_factory=dict)
     shared_price_eur_kwh: float | None = Field(default=None, ge=0)
-    gas_price_eur_m3: float | None = Field(default=None, ge=0, le=100)  # no gas euros unless set
     # the fee the member's supplier charges per meter and year for taking part in sharing (incl. VAT;
     # Engie 121, Eneco 74.20, Luminus 150, Cociter 84.80): the savings figure subtracts it honestly
     supplier_sharing_fee_eur_year: float | None = Field(default=None, ge=0, le=10_000)

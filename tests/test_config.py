@@ -193,13 +193,11 @@ def test_the_secrets_file_still_takes_every_secret(tmp_path):
 
 def test_per_tariff_prices_and_names_are_checked_naming_the_key(tmp_path):
     ok = load_config(write(tmp_path, '[web]\ngrid_price_eur_kwh = 0.3\ngrid_price_eur_kwh_by_tariff = { "1" = 0.34, "2" = 0.27 }\n'
-                                     'tariff_names = { "1" = "day", "2" = "night" }\ngas_price_eur_m3 = 1.25\n'))
+                                     'tariff_names = { "1" = "day", "2" = "night" }\n'))
     assert ok.web.grid_price_eur_kwh_by_tariff == {"1": 0.34, "2": 0.27} and ok.web.tariff_names["2"] == "night"
-    assert ok.web.gas_price_eur_m3 == 1.25
     msg = refusal(tmp_path, '[web]\ngrid_price_eur_kwh_by_tariff = { "1" = 0.34, "day" = 0.27, "2" = -1, "3" = inf }\n'
-                            'tariff_names = { "1" = "" }\ngas_price_eur_m3 = -2\n')
+                            'tariff_names = { "1" = "" }\n')
     assert "web.grid_price_eur_kwh_by_tariff.day.[key] = 'day': must be a meter tariff number" in msg
     assert "web.grid_price_eur_kwh_by_tariff.2 = -1: Input should be greater than or equal to 0" in msg
     assert "web.grid_price_eur_kwh_by_tariff.3 = inf: Input should be a finite number" in msg
     assert "web.tariff_names.1 = '': String should have at least 1 character" in msg
-    assert "web.gas_price_eur_m3 = -2" in msg

@@ -48,7 +48,6 @@ class WebSettings:
     production_meter_id: str | None = None  # a meter whose role is production (a PV inverter's): own production on the page
     # the meter tariffs' names on the page ("1" -> "day"); unnamed: "Tariff 1" in the page's language
     tariff_names: Mapping[str, str] = field(default_factory=dict)
-    gas_price_eur_m3: float | None = None  # euros of gas only when configured
 
     @classmethod
     def from_config(cls, cfg) -> WebSettings:
@@ -68,7 +67,7 @@ class WebSettings:
             prices=Prices(w.grid_price_eur_kwh, w.shared_price_eur_kwh, w.supplier_sharing_fee_eur_year,
                           dict(w.grid_price_eur_kwh_by_tariff)),
             tariff_names=dict(w.tariff_names),
-            gas_price_eur_m3=w.gas_price_eur_m3,
+
             stream_interval_s=w.stream_interval_s,
             operation=cfg.uplink.operation if cfg.uplink.enabled else None,
             member_id=cfg.uplink.pseudonym if cfg.uplink.enabled else None,
