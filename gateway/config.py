@@ -15,10 +15,19 @@ import re
 import stat
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.sources import SourceSettings, source_kind, source_kind_names, source_settings
@@ -114,6 +123,16 @@ class SignalConfig(_Section):
         return self
 
 
+def _tariff_key(v: str) -> str:
+    if not re.fullmatch(r"[1-9]", v):
+        raise ValueError('must be a meter tariff number as a string, "1" to "9" (1-0:1.8.1 is tariff "1")')
+    return v
+
+
+# a meter tariff as the P1 parser numbers it ("1" to "4"; "0" is a total-only meter's one register)
+TariffKey = Annotated[str, AfterValidator(_tariff_key)]
+
+
 class WebConfig(_Section):
     """The node's web service (``quartier web``): page, API, live stream."""
 
@@ -124,6 +143,12 @@ class WebConfig(_Section):
     meter_id: str | None = None  # the meter the page shows (default: the first one seen)
     language: Literal["auto", "fr", "nl", "en"] = "auto"
     grid_price_eur_kwh: float | None = Field(default=None, ge=0)  # for the savings figure
+    # per meter tariff, as the P1 registers number them (1-0:1.8.1 -> "1"): Belgian e-MUCS 1 = day,
+    # 2 = night; Dutch DSMR 1 = low (dal), 2 = normal. Precedes grid_price_eur_kwh for import, which
+    # stays the price of a tariff without its own
+    grid_price_eur_kwh_by_tariff: dict[TariffKey, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+    # the tariffs' names on the page: "day", "night", "low", "normal" are translated, other words shown as written
+    tariff_names: dict[TariffKey, Annotated[str, Field(min_length=1, max_length=24)]] = Field(default_factory=dict)
     shared_price_eur_kwh: float | None = Field(default=None, ge=0)
     # the fee the member's supplier charges per meter and year for taking part in sharing (incl. VAT;
     # Engie 121, Eneco 74.20, Luminus 150, Cociter 84.80): the savings figure subtracts it honestly
@@ -433,6 +458,8 @@ host = "0.0.0.0"        # read endpoints open on the LAN; state changes need web
 port = 8080
 # grid_price_eur_kwh = 0.32     # to show savings on shared energy
 # shared_price_eur_kwh = 0.15
+# grid_price_eur_kwh_by_tariff = { "1" = 0.34, "2" = 0.27 }   # per meter tariff (e-MUCS: 1 day, 2 night)
+# tariff_names = { "1" = "day", "2" = "night" }               # DSMR (NL): 1 low ("low"), 2 normal ("normal")
 
 [web.signal]            # consume-now signal, W of projected quarter-hour surplus
 green_enter_w = 500

@@ -18,6 +18,13 @@ def write(tmp_path, text, name="quartier.toml", mode=0o644):
     return p
 
 
+def refusal(tmp_path, text: str) -> str:
+    """The message a config with ``text`` is refused with."""
+    with pytest.raises(ConfigError) as exc:
+        load_config(write(tmp_path, text))
+    return str(exc.value)
+
+
 def test_defaults_without_a_file():
     cfg = load_config(None)
     assert cfg.sources[0].type == "p1" and cfg.sources[0].port == "/dev/p1"
@@ -25,10 +32,7 @@ def test_defaults_without_a_file():
 
 
 def test_each_bad_key_is_named_with_value_and_reason(tmp_path):
-    p = write(tmp_path, '[[sources]]\ntype="p1"\nbaudrate=19200\n[influx]\nurl="ftp://x"\n[daemon]\ntimezone="Mars/Olympus"\ncolour=1\n')
-    with pytest.raises(ConfigError) as exc:
-        load_config(p)
-    msg = str(exc.value)
+    msg = refusal(tmp_path, '[[sources]]\ntype="p1"\nbaudrate=19200\n[influx]\nurl="ftp://x"\n[daemon]\ntimezone="Mars/Olympus"\ncolour=1\n')
     assert "sources.0.baudrate = 19200" in msg
     assert "influx.url = 'ftp://x': must start with http:// or https://" in msg
     assert "daemon.timezone = 'Mars/Olympus': unknown time zone" in msg
@@ -185,3 +189,15 @@ def test_the_secrets_file_still_takes_every_secret(tmp_path):
     cfg = load_config(write(tmp_path, f'[daemon]\nsecrets_file = "{s}"\n'))
     assert [cfg.influx.token.get_secret_value(), cfg.web.token.get_secret_value(), cfg.mqtt.password.get_secret_value(),
             cfg.uplink.password.get_secret_value()] == ["i", "w", "m", "u"]
+
+
+def test_per_tariff_prices_and_names_are_checked_naming_the_key(tmp_path):
+    ok = load_config(write(tmp_path, '[web]\ngrid_price_eur_kwh = 0.3\ngrid_price_eur_kwh_by_tariff = { "1" = 0.34, "2" = 0.27 }\n'
+                                     'tariff_names = { "1" = "day", "2" = "night" }\n'))
+    assert ok.web.grid_price_eur_kwh_by_tariff == {"1": 0.34, "2": 0.27} and ok.web.tariff_names["2"] == "night"
+    msg = refusal(tmp_path, '[web]\ngrid_price_eur_kwh_by_tariff = { "1" = 0.34, "day" = 0.27, "2" = -1, "3" = inf }\n'
+                            'tariff_names = { "1" = "" }\n')
+    assert "web.grid_price_eur_kwh_by_tariff.day.[key] = 'day': must be a meter tariff number" in msg
+    assert "web.grid_price_eur_kwh_by_tariff.2 = -1: Input should be greater than or equal to 0" in msg
+    assert "web.grid_price_eur_kwh_by_tariff.3 = inf: Input should be a finite number" in msg
+    assert "web.tariff_names.1 = '': String should have at least 1 character" in msg

@@ -345,15 +345,16 @@ def test_migrations_run_once_in_order(tmp_path: Path, make_quarter_hours, monkey
         ran.append(1)
         conn.execute("ALTER TABLE quarter_hours ADD COLUMN note TEXT")
 
-    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(store_module.MIGRATIONS, 1, add_note_column)
+    current = store_module.SCHEMA_VERSION
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", current + 1)
+    monkeypatch.setitem(store_module.MIGRATIONS, current, add_note_column)
     with Store(path) as s:
         assert len(s.quarter_hours()) == 2
     with Store(path) as s:
         pass
     assert ran == [1]
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == current + 1
         assert "note" in [r[1] for r in conn.execute("PRAGMA table_info(quarter_hours)")]
 
 

@@ -12,26 +12,38 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.model import SubMeterReading
 from services.node.web.app import STATIC
 from services.node.web.figures import Prices
 from services.node.web.page import load_texts, pick_language
 from tests.axe import describe, run_axe, zoom
 from tests.browser import Browser
-from tests.web_harness import WebRig
+from tests.web_harness import T0, WebRig
 
 ART = Path(__file__).resolve().parents[1] / "artifacts"
 
 
 @pytest.fixture(scope="module")
 def rig():
-    r = WebRig(prices=Prices(0.32, 0.15))
+    # a day/night meter with a night price of its own (the day takes the single price) and a gas and a
+    # water channel read at 10:00
+    r = WebRig(prices=Prices(0.32, 0.15, grid_eur_kwh_by_tariff={"2": 0.27}), tariffs=("1", "2"),
+               tariff_names={"1": "day", "2": "night"})
+    r.submeters = (SubMeterReading(1, "gas", 1234.5, "m3", T0), SubMeterReading(2, "water", 56.789, "m3", T0))
     r.feed(0, import_w=600)
-    r.feed_quarter_hours(4, import_w=900)  # 10:00-11:00 in Brussels: 900 Wh imported
-    r.feed_quarter_hours(4, export_w=2400)  # 11:00-12:00: 2400 Wh exported
+    r.feed_quarter_hours(4, import_w=900)  # 10:00-11:00 in Brussels: 900 Wh imported, tariff 1
+    r.tariff = "2"
+    r.feed_quarter_hours(4, export_w=2400)  # 11:00-12:00: 2400 Wh exported, tariff 2
     r.feed(60, export_w=2400)
     r.wait_live(lambda L: L["today"] and L["today"]["closed_quarter_hours"] == 8, "eight closed quarter-hours")
     yield r
     r.close()
+
+
+GAS = {"fr": ("Index gaz\n1 234,500 m³\nrelevé : 10:00", "56,789 m³"),
+       "nl": ("Meterstand gas\n1.234,500 m³\ngemeten: 10:00", "56,789 m³"),
+       "en": ("Gas register\n1,234.500 m³\nread 10:00", "56.789 m³")}
+TARIFFS = {"fr": "Jour (réseau)\n0,9 kWh · 0,29 €", "nl": "Nacht (net)\n0 kWh · € 0,00", "en": "Day (grid)\n0.9 kWh · €0.29"}
 
 
 def _ready(b: Browser, loads: int = 1) -> None:
@@ -62,6 +74,13 @@ def test_axe_finds_nothing_on_the_page_in_three_languages_zoomed_and_dark(rig):
             assert b.js("document.getElementById('langs').getAttribute('aria-label')") == load_texts(STATIC)[lang]["language"]
             assert b.js("document.getElementById('gauge').getAttribute('aria-label')").count("kW") >= 2
             assert "kWh" in b.js("document.getElementById('bars').getAttribute('aria-label')")
+            # the gas and water registers with their reading time, in the page's numbers
+            gas, water = GAS[lang]
+            assert b.js("document.getElementById('m-gas').innerText").replace("\u202f", " ").replace("\xa0", " ") == gas
+            assert b.js("document.getElementById('m-water-value').textContent").replace("\u202f", " ") == water
+            # the history's grid energy and euros per tariff, named in the page's language
+            totals = b.js("document.getElementById('h-totals').innerText").replace("\xa0", " ")
+            assert TARIFFS[lang] in totals, totals
             b.screenshot(ART / f"web-a11y-{lang}.png")
         # the live chip: white on a green of at least 4.5:1 (was 3.45:1)
         bg = b.js("getComputedStyle(document.getElementById('status')).backgroundColor")
@@ -116,6 +135,7 @@ def test_without_javascript_the_server_shows_the_signal_and_todays_figures(rig):
         text = b.js("document.body.innerText")
         assert "Groen licht" in text and "Nu overschot: zet uw toestellen aan." in text
         assert "0,9 kWh" in text and "2,44 kWh" in text, text  # today (with the running quarter-hour), Dutch numbers
+        assert "Meterstand gas\n1.234,500 m³ (gemeten: 01/06/2026 10:00)" in text, text
         assert b.js("getComputedStyle(document.querySelector('main > .card')).display") == "none"  # no empty cards
         assert b.js("document.querySelector('#history-card h2').textContent") == "Geschiedenis"
         b.screenshot(ART / "web-a11y-noscript.png")
@@ -168,6 +188,8 @@ def test_history_api_periods_sums_and_euros(rig):
     tot = day["totals"]
     assert tot["import_wh"] == 900 and tot["export_wh"] == 2400 and tot["shared_wh"] == 0
     assert tot["grid_cost_eur"] == pytest.approx(0.29) and tot["shared_cost_eur"] == 0.0  # 0.9 kWh x 0.32
+    assert tot["import_by_tariff_wh"] == {"1": 900, "2": 0} and tot["export_by_tariff_wh"] == {"1": 0, "2": 2400}
+    assert tot["grid_cost_by_tariff_eur"] == {"1": 0.29, "2": 0.0}
     assert tot["production_wh"] is None  # no production meter on this node
     week = rig.get("/api/v1/history?period=week&at=2026-06-03")
     assert week["label"] == "2026-W23" and len(week["buckets"]) == 7 and week["previous"] == "2026-05-25"

@@ -329,3 +329,35 @@ def test_the_web_service_cannot_write_to_the_store(rig: WebRig):
     with pytest.raises(sqlite3.OperationalError):
         ro._conn.execute("DELETE FROM quarter_hours")
     assert rig.store.count_quarter_hours() == 1
+
+
+def test_history_prices_grid_energy_per_tariff_from_quarter_hours_and_the_stores_totals():
+    """Day 1.2 kWh at 0.34 and night 0.8 kWh at 0.27, through the real pipeline, store and uvicorn:
+    the day (quarter-hours) and the week, month and year (the daily and monthly totals) agree."""
+    from gateway.model import SubMeterReading
+
+    rig = WebRig(prices=Prices(grid_eur_kwh=0.30, grid_eur_kwh_by_tariff={"1": 0.34, "2": 0.27}), tariffs=("1", "2"),
+                 tariff_names={"1": "day", "2": "night"})
+    try:
+        rig.submeters = (SubMeterReading(1, "gas", 812.035, "m3", T0),)
+        rig.feed(0, import_w=1200)
+        rig.feed_quarter_hours(4, import_w=1200)  # 10:00-11:00: 1.2 kWh in tariff 1
+        rig.tariff = "2"
+        rig.feed_quarter_hours(4, import_w=800)  # 11:00-12:00: 0.8 kWh in tariff 2
+        rig.feed(60, import_w=800)
+        live = rig.wait_live(lambda L: L["today"] and L["today"]["closed_quarter_hours"] == 8, "eight quarter-hours")
+        assert live["submeters"] == [{"channel": 1, "kind": "gas", "value": 812.035, "unit": "m3",
+                                      "time": "2026-06-01T08:00:00Z"}]
+        for period in ("day", "week", "month", "year"):
+            h = rig.get(f"/api/v1/history?period={period}&at=2026-06-01")
+            tot = h["totals"]
+            assert tot["import_by_tariff_wh"] == {"1": 1200, "2": 800}, (period, tot)
+            assert tot["grid_import_by_tariff_wh"] == {"1": 1200, "2": 800}
+            assert tot["grid_cost_by_tariff_eur"] == {"1": 0.41, "2": 0.22}, period  # 0.408 and 0.216
+            assert tot["grid_cost_eur"] == 0.62, period  # 0.624, not 2 kWh x 0.30 = 0.60
+            assert h["tariff_names"] == {"1": "day", "2": "night"}
+            assert h["prices"]["grid_eur_kwh_by_tariff"] == {"1": 0.34, "2": 0.27}
+        day = rig.get("/api/v1/history?period=day&at=2026-06-01")["buckets"]
+        assert day[10]["grid_cost_by_tariff_eur"] == {"1": 0.41, "2": 0.0}  # 10:00 local
+    finally:
+        rig.close()

@@ -42,7 +42,8 @@ class WebRig:
 
     def __init__(self, *, token: str = "", fleet: Fleet | None = None, mqtt_feed=None, cors: tuple[str, ...] = (),
                  signal: SignalSettings | None = None, prices: Prices | None = None,
-                 stream_interval_s: float = 0.3) -> None:
+                 stream_interval_s: float = 0.3, tariffs: tuple[str, ...] = ("1",),
+                 tariff_names: dict[str, str] | None = None) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="qw")  # short: Unix socket paths are limited
         self.dir = Path(self._tmp.name)
         self.socket_path = self.dir / "live.sock"
@@ -52,13 +53,16 @@ class WebRig:
         # this rig feeds readings minutes apart, all at once: its gate believes gaps of up to an hour
         self.pipeline = LivePipeline(self.store, publisher=self.publisher,
                                      limits=Limits(clock_tolerance_s=None, max_jump_s=3600, cadence_factor=None))
-        self.imp = Fraction(1_000_000)  # exact registers (Wh); the meter shows them rounded down
-        self.exp = Fraction(500_000)
+        # exact registers (Wh) per tariff; the meter shows them rounded down. ``tariff``: the one running
+        self.imp = {t: Fraction(1_000_000 if t == tariffs[0] else 0) for t in tariffs}
+        self.exp = {t: Fraction(500_000 if t == tariffs[0] else 0) for t in tariffs}
+        self.tariff = tariffs[0]
+        self.submeters: tuple = ()  # the gas and water channels the next readings carry
         self.t = T0
         self.settings = WebSettings(
             socket_path=self.socket_path, store_path=self.store.path, timezone="Europe/Brussels", token=token,
             cors_origins=cors, prices=prices or Prices(), stream_interval_s=stream_interval_s,
-            signal=signal or SignalSettings(hold_s=0),
+            signal=signal or SignalSettings(hold_s=0), tariff_names=tariff_names or {},
         )
         self.service = WebService(self.settings, fleet=fleet, mqtt_feed=mqtt_feed)
         self.app = create_app(self.service)
@@ -82,11 +86,12 @@ class WebRig:
     def feed(self, seconds: float, import_w: float = 0.0, export_w: float = 0.0) -> None:
         """Advance the meter by ``seconds`` at constant power and feed the reading at the end."""
         self.t += timedelta(seconds=seconds)
-        self.imp += Fraction(import_w) * Fraction(seconds) / 3600
-        self.exp += Fraction(export_w) * Fraction(seconds) / 3600
+        self.imp[self.tariff] += Fraction(import_w) * Fraction(seconds) / 3600
+        self.exp[self.tariff] += Fraction(export_w) * Fraction(seconds) / 3600
         self.pipeline.feed_reading(Reading(
-            meter_id=METER, time=self.t, import_wh={"1": int(self.imp)}, export_wh={"1": int(self.exp)},
-            import_w=import_w, export_w=export_w, clock=ClockQuality.METER, month_peak_w=3200.0))
+            meter_id=METER, time=self.t, import_wh={t: int(v) for t, v in self.imp.items()},
+            export_wh={t: int(v) for t, v in self.exp.items()}, import_w=import_w, export_w=export_w,
+            clock=ClockQuality.METER, month_peak_w=3200.0, tariff=self.tariff, submeters=self.submeters))
 
     def feed_quarter_hours(self, n: int, import_w: float = 0.0, export_w: float = 0.0, step_s: float = 60) -> None:
         for _ in range(int(n * 900 / step_s)):

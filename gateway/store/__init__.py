@@ -13,9 +13,18 @@ from gateway.store.allocations import Allocation
 from gateway.store.database import Conflict, DailyTotal, MonthlyTotal, Store
 from gateway.store.outbox import DeadLetter
 from gateway.store.retention import DEFAULT_MIN_FREE_BYTES, DiskStatus
-from gateway.store.schema import MIGRATIONS, SCHEMA_VERSION, Row, StoreError, decode, encode, quarter_hours_in
+from gateway.store.schema import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    Row,
+    StoreError,
+    add_split,
+    decode,
+    encode,
+    quarter_hours_in,
+)
 
 __all__ = [
     "DEFAULT_MIN_FREE_BYTES", "MIGRATIONS", "SCHEMA_VERSION", "Allocation", "Conflict", "DailyTotal", "DeadLetter",
-    "DiskStatus", "MonthlyTotal", "Row", "Store", "StoreError", "decode", "encode", "quarter_hours_in",
+    "DiskStatus", "MonthlyTotal", "Row", "Store", "StoreError", "add_split", "decode", "encode", "quarter_hours_in",
 ]

@@ -44,7 +44,10 @@ from gateway.store.schema import (
     _from_seconds,
     _json,
     _qh_filter,
+    TOTALS,
     _readable,
+    _totals_keys,
+    add_split,
     decode,
     encode,
     quarter_hours_in,
@@ -64,6 +67,10 @@ class DailyTotal:
     quarter_hours: int  # how many quarter-hours were committed for this day
     estimated: int  # how many of them are estimated
     expected: int  # how many quarter-hours the day has in the store's time zone
+    # Wh per meter tariff ("1", "2"; "0" for a total-only meter); None: unknown (the day's quarter-hours
+    # were pruned before the store kept the split)
+    import_by_tariff: dict[str, int] | None = None
+    export_by_tariff: dict[str, int] | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -77,6 +84,8 @@ class MonthlyTotal:
     quarter_hours: int
     estimated: int
     expected: int
+    import_by_tariff: dict[str, int] | None = None  # as DailyTotal's
+    export_by_tariff: dict[str, int] | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -255,18 +264,26 @@ class Store(OutboxMixin, AllocationsMixin, RetentionMixin):
         return new
 
     def _add_to_totals(self, c: sqlite3.Connection, row: Row) -> None:
-        local = _from_seconds(row[1]).astimezone(self.tz)
+        """Add one new quarter-hour to its local day's and month's totals, with its per-tariff split."""
         estimated = 1 if row[4] == Quality.ESTIMATED.value else 0
-        for table, key_col, key in (
-            ("daily_totals", "day", local.date().isoformat()),
-            ("monthly_totals", "month", f"{local.year:04d}-{local.month:02d}"),
-        ):
+        imp, exp = json.loads(row[5]), json.loads(row[6])
+        for (table, key_col), key in zip(TOTALS, _totals_keys(row[1], self.tz), strict=True):
+            old = c.execute(
+                f"SELECT import_by_tariff, export_by_tariff FROM {table} WHERE meter_id = ? AND {key_col} = ?",
+                (row[0], key),
+            ).fetchone()
+            if old is None:
+                split = (row[5], row[6])
+            else:  # a row whose split is unknown (pruned before it was kept) stays unknown
+                split = tuple(None if o is None else _json(add_split(json.loads(o), d))
+                              for o, d in zip(old, (imp, exp), strict=True))
             c.execute(
-                f"INSERT INTO {table} (meter_id, {key_col}, import_wh, export_wh, quarter_hours, estimated)"
-                " VALUES (?,?,?,?,1,?) ON CONFLICT (meter_id, " + key_col + ") DO UPDATE SET"
-                " import_wh = import_wh + excluded.import_wh, export_wh = export_wh + excluded.export_wh,"
-                " quarter_hours = quarter_hours + 1, estimated = estimated + excluded.estimated",
-                (row[0], key, row[2], row[3], estimated),
+                f"INSERT INTO {table} (meter_id, {key_col}, import_wh, export_wh, quarter_hours, estimated,"
+                " import_by_tariff, export_by_tariff) VALUES (?,?,?,?,1,?,?,?) ON CONFLICT (meter_id, " + key_col + ")"
+                " DO UPDATE SET import_wh = import_wh + excluded.import_wh, export_wh = export_wh + excluded.export_wh,"
+                " quarter_hours = quarter_hours + 1, estimated = estimated + excluded.estimated,"
+                " import_by_tariff = excluded.import_by_tariff, export_by_tariff = excluded.export_by_tariff",
+                (row[0], key, row[2], row[3], estimated, *split),
             )
 
     # -- reading ---------------------------------------------------------------------------------
@@ -312,12 +329,12 @@ class Store(OutboxMixin, AllocationsMixin, RetentionMixin):
         """Per local day, ``start <= day < end``, ordered by day then meter."""
         rows = self._totals("daily_totals", "day", meter_id, start and start.isoformat(), end and end.isoformat())
         out = []
-        for m, key, imp, exp, n, est in rows:
+        for m, key, imp, exp, n, est, imp_t, exp_t in rows:
             day = date.fromisoformat(key)
             first = datetime(day.year, day.month, day.day, tzinfo=self.tz)
             nxt = day + timedelta(days=1)
             after = datetime(nxt.year, nxt.month, nxt.day, tzinfo=self.tz)
-            out.append(DailyTotal(m, day, imp, exp, n, est, quarter_hours_in(first, after)))
+            out.append(DailyTotal(m, day, imp, exp, n, est, quarter_hours_in(first, after), imp_t, exp_t))
         return out
 
     def monthly_totals(
@@ -326,14 +343,15 @@ class Store(OutboxMixin, AllocationsMixin, RetentionMixin):
         """Per local month ("YYYY-MM"), ``start <= month < end``, ordered by month then meter."""
         rows = self._totals("monthly_totals", "month", meter_id, start, end)
         out = []
-        for m, key, imp, exp, n, est in rows:
+        for m, key, imp, exp, n, est, imp_t, exp_t in rows:
             year, month = int(key[:4]), int(key[5:7])
             first = datetime(year, month, 1, tzinfo=self.tz)
             nxt = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=self.tz)
-            out.append(MonthlyTotal(m, key, imp, exp, n, est, quarter_hours_in(first, nxt)))
+            out.append(MonthlyTotal(m, key, imp, exp, n, est, quarter_hours_in(first, nxt), imp_t, exp_t))
         return out
 
     def _totals(self, table: str, key_col: str, meter_id: str | None, start: str | None, end: str | None) -> list:
+        """Rows of a totals table with the per-tariff splits decoded (None where unknown)."""
         where, args = [], []
         if meter_id is not None:
             where.append("meter_id = ?")
@@ -344,12 +362,19 @@ class Store(OutboxMixin, AllocationsMixin, RetentionMixin):
         if end is not None:
             where.append(f"{key_col} < ?")
             args.append(end)
-        sql = f"SELECT meter_id, {key_col}, import_wh, export_wh, quarter_hours, estimated FROM {table}"
+        # a read-only reader (the web service) may meet a store the daemon has not migrated yet
+        split = "import_by_tariff, export_by_tariff" if self._has_split(table) else "NULL, NULL"
+        sql = f"SELECT meter_id, {key_col}, import_wh, export_wh, quarter_hours, estimated, {split} FROM {table}"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += f" ORDER BY {key_col}, meter_id"
         with self._lock:
-            return self._conn.execute(sql, args).fetchall()
+            rows = self._conn.execute(sql, args).fetchall()
+        return [(*r[:6], *(None if v is None else json.loads(v) for v in r[6:])) for r in rows]
+
+    def _has_split(self, table: str) -> bool:
+        with self._lock:
+            return any(r[1] == "import_by_tariff" for r in self._conn.execute(f"PRAGMA table_info({table})"))
 
     def conflicts(self) -> list[Conflict]:
         """Duplicates that disagreed with what was committed, oldest first."""

@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
 
 from gateway.model import QUARTER, Quality, QuarterHour
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _QUARTER_S = int(QUARTER.total_seconds())
 _CHUNK = 500  # ids per statement, well below SQLite's bound-variable limit
 
@@ -111,8 +112,59 @@ CREATE TABLE IF NOT EXISTS allocations (  -- this member's provisional share, on
 )
 
 Migration = Callable[[sqlite3.Connection], None]
+
+TOTALS = (("daily_totals", "day"), ("monthly_totals", "month"))
+
+
+def _totals_keys(start: int, tz: ZoneInfo) -> tuple[str, str]:
+    """The local day ("YYYY-MM-DD") and month ("YYYY-MM") a quarter-hour starting at ``start`` counts in."""
+    local = _from_seconds(start).astimezone(tz)
+    return local.date().isoformat(), f"{local.year:04d}-{local.month:02d}"
+
+
+def add_split(split: Mapping[str, int] | None, more: Mapping[str, int] | None) -> dict[str, int] | None:
+    """Two per-tariff splits (Wh) added up; unknown (None) if either is: a split is never guessed."""
+    if split is None or more is None:
+        return None
+    out = dict(split)
+    for tariff, wh in more.items():
+        out[tariff] = out.get(tariff, 0) + int(wh)
+    return out
+
+
+def _v2_tariff_split(c: sqlite3.Connection) -> None:
+    """Daily and monthly totals get the per-tariff import/export split (JSON, as the quarter-hours).
+
+    Existing rows are recomputed from the quarter-hours still kept, and only where every quarter-hour
+    a row counted is still there: where retention pruned some, the split stays NULL (unknown) rather
+    than a guess from the rest.
+    """
+    for table, _key in TOTALS:
+        for col in ("import_by_tariff", "export_by_tariff"):
+            c.execute(f"ALTER TABLE {table} ADD COLUMN {col} TEXT")  # JSON tariff -> Wh; NULL: unknown
+    row = c.execute("SELECT value FROM state WHERE key = 'store.timezone'").fetchone()
+    tz = ZoneInfo(row[0] if row else "Europe/Brussels")
+    kept: dict[tuple[str, str, str], list] = {}  # (table, meter, key) -> [count, import split, export split]
+    for meter, start, imp, exp in c.execute(
+        "SELECT meter_id, start, import_by_tariff, export_by_tariff FROM quarter_hours ORDER BY meter_id, start"
+    ):
+        imp_d, exp_d = json.loads(imp), json.loads(exp)
+        for (table, _key), key in zip(TOTALS, _totals_keys(start, tz), strict=True):
+            acc = kept.setdefault((table, meter, key), [0, {}, {}])
+            acc[0] += 1
+            acc[1] = add_split(acc[1], imp_d)
+            acc[2] = add_split(acc[2], exp_d)
+    for (table, meter, key), (n, imp_d, exp_d) in kept.items():
+        key_col = dict(TOTALS)[table]
+        c.execute(
+            f"UPDATE {table} SET import_by_tariff = ?, export_by_tariff = ? WHERE meter_id = ? AND {key_col} = ?"
+            " AND quarter_hours = ?",
+            (_json(imp_d), _json(exp_d), meter, key, n),
+        )
+
+
 # MIGRATIONS[n] upgrades a database from user_version n to n + 1, inside the opening transaction.
-MIGRATIONS: dict[int, Migration] = {}
+MIGRATIONS: dict[int, Migration] = {1: _v2_tariff_split}
 
 
 class StoreError(Exception):

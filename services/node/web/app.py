@@ -165,7 +165,8 @@ def create_app(service: WebService) -> FastAPI:
     def live() -> dict:
         """Import and export power (W, non-negative) and the signed net (import - export), the running
         quarter-hour so far, today's energy (closed quarter-hours + the running one), this month's
-        peak demand, the operation's live surplus when fleet data is available, and the signal."""
+        peak demand, the operation's live surplus when fleet data is available, the signal, and
+        ``submeters``: the grid meter's gas and water registers (MBus) with their own reading time."""
         return service.state.live()
 
     @app.get(f"{API}/signal", summary="The consume-now signal")
@@ -225,7 +226,10 @@ def create_app(service: WebService) -> FastAPI:
     ) -> dict:
         """Import, export and the community's share per bucket and in total (closed quarter-hours and
         the store's daily and monthly totals); ``production_wh`` and ``self_consumption_wh`` when the
-        node has a production meter; ``grid_cost_eur``/``shared_cost_eur`` when prices are configured.
+        node has a production meter; ``grid_cost_eur``/``shared_cost_eur`` when prices are configured;
+        ``import_by_tariff_wh``, ``grid_import_by_tariff_wh`` and ``grid_cost_by_tariff_eur`` per meter
+        tariff where the store knows the split (null where retention pruned it before), priced with
+        ``web.grid_price_eur_kwh_by_tariff`` (the single price for a tariff without its own).
         ``previous``/``next``: a date in the neighbouring period. Bad parameters: 422 naming the field."""
         day = _in_range(at, "at") or service.today()
         tz = service.state.tz
@@ -237,21 +241,34 @@ def create_app(service: WebService) -> FastAPI:
                 return []
             h = service.history
             if period == "day":
-                return [Energy(q.start, q.import_wh, q.export_wh, int(q.quality.value == "estimated"))
-                        for q in h.quarter_hours(meter, sp.start, sp.end)]
+                return [Energy(q.start, q.import_wh, q.export_wh, int(q.quality.value == "estimated"),
+                               q.import_by_tariff, q.export_by_tariff) for q in period_qhs(meter)]
             if period in ("week", "month"):
                 first = sp.start.date()
-                return [Energy(service.day_start(d.day), d.import_wh, d.export_wh, d.estimated)
-                        for d in h.daily_totals(meter, first, sp.end.date())]
+                return [Energy(service.day_start(d.day), d.import_wh, d.export_wh, d.estimated, d.import_by_tariff,
+                               d.export_by_tariff) for d in h.daily_totals(meter, first, sp.end.date())]
             return [Energy(service.day_start(date(int(m.month[:4]), int(m.month[5:7]), 1)), m.import_wh, m.export_wh,
-                           m.estimated) for m in h.monthly_totals(meter, f"{day.year:04d}-01", f"{day.year + 1:04d}-01")]
+                           m.estimated, m.import_by_tariff, m.export_by_tariff)
+                    for m in h.monthly_totals(meter, f"{day.year:04d}-01", f"{day.year + 1:04d}-01")]
+
+        qhs_read: dict[str, list] = {}
+
+        def period_qhs(meter: str) -> list:
+            if meter not in qhs_read:
+                qhs_read[meter] = service.history.quarter_hours(meter, sp.start, sp.end)
+            return qhs_read[meter]
 
         member = service.member_quarter_hours(sp.start, sp.end)
+        shared = {t: m.received_wh for t, m in member.items()}
+        # shared energy is taken off the tariff it was received in: the kept quarter-hours' split, read
+        # only when there is shared energy (a year of them otherwise stays on the card)
+        qh_tariffs = ({q.start: q.import_by_tariff for q in period_qhs(meter_id)}
+                      if meter_id is not None and any(shared.values()) else None)
         prod_meter = s.production_meter_id
-        return history_view(sp, tz=tz, meter_id=meter_id, energy=energy_of(meter_id),
-                            shared={t: m.received_wh for t, m in member.items()},
+        return history_view(sp, tz=tz, meter_id=meter_id, energy=energy_of(meter_id), shared=shared,
                             production=energy_of(prod_meter) if prod_meter else None, prices=s.prices,
-                            basis="operation" if member else "own_meter")
+                            basis="operation" if member else "own_meter", qh_tariffs=qh_tariffs,
+                            tariff_names=s.tariff_names)
 
     @app.get(f"{API}/health", summary="Is the gateway feeding this service, is the store readable")
     def health() -> dict:

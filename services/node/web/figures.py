@@ -8,7 +8,7 @@ shared energy as 0 and leaves undefined ratios ``null``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -35,6 +35,16 @@ class Prices:
     grid_eur_kwh: float | None = None
     shared_eur_kwh: float | None = None
     sharing_fee_eur_year: float | None = None
+    # per meter tariff ("1", "2"): precedes ``grid_eur_kwh`` for that tariff's import
+    grid_eur_kwh_by_tariff: Mapping[str, float] = field(default_factory=dict)
+
+    def grid_price(self, tariff: str) -> float | None:
+        """The supplier's price of a kWh imported in ``tariff``: its own, else the single grid price."""
+        return self.grid_eur_kwh_by_tariff.get(tariff, self.grid_eur_kwh)
+
+    @property
+    def any_grid_price(self) -> bool:
+        return self.grid_eur_kwh is not None or bool(self.grid_eur_kwh_by_tariff)
 
     def savings(self, shared_wh: int, days: float = 0.0) -> float | None:
         if self.grid_eur_kwh is None or self.shared_eur_kwh is None:

@@ -93,9 +93,10 @@ class Words:
             s = s.replace("{" + k + "}", v)
         return s
 
-    def number(self, x: float, digits: int = 0) -> str:
+    def number(self, x: float, digits: int = 0, *, fixed: bool = False) -> str:
+        """``x`` in the page's language; ``fixed``: exactly ``digits`` decimals (a meter register)."""
         s = f"{x:,.{digits}f}"
-        if "." in s:  # at most ``digits`` decimals, as Intl's maximumFractionDigits
+        if "." in s and not fixed:  # at most ``digits`` decimals, as Intl's maximumFractionDigits
             s = s.rstrip("0").rstrip(".")
         if self.lang == "en":
             return s
@@ -137,6 +138,10 @@ def noscript_view(live: dict, w: Words) -> str:
         rows.append((w("meter_card.projected"), w.watts(q["projected_demand_w"])))
     if live.get("month_peak_w") is not None:
         rows.append((w("month_peak"), w.watts(live["month_peak_w"])))
+    for m in live.get("submeters") or []:  # gas and water registers, with their channel's reading time
+        unit = "m³" if m["unit"] == "m3" else m["unit"]
+        when = f' ({w("meter_card.read_at", t=_when(m["time"], live.get("timezone") or "UTC"))})' if m.get("time") else ""
+        rows.append((w(f'meter_card.{m["kind"]}_register'), f'{w.number(m["value"], 3, fixed=True)} {unit}{when}'))
     headroom = s.get("headroom_w") or 0
     lines = [
         f'<section class="card noscript" aria-labelledby="ns-title"><h2 id="ns-title">{e(w("noscript.title"))}</h2>',

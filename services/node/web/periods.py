@@ -3,8 +3,14 @@
 Built from what the store keeps durably — closed quarter-hours for a day, the daily and monthly
 totals for the rest — so a year is twelve rows, not 35,000. Euros only where the prices are
 configured (``web.grid_price_eur_kwh``, ``web.shared_price_eur_kwh``): energy from the grid at the
-supplier's price, shared energy at the community's. The store has no day/night split, so there is
-one price per source of energy, not per meter tariff.
+supplier's price, shared energy at the community's.
+
+Per meter tariff (day/night, dal/normaal): the quarter-hours and the store's totals keep the import
+per tariff, so grid energy is priced per tariff (``web.grid_price_eur_kwh_by_tariff``, the single
+price for a tariff without its own). Shared energy is taken off the tariff it was received in, quarter-
+hour by quarter-hour. Where the split is unknown (totals whose quarter-hours were pruned before the
+store kept it) nothing is guessed: that bucket has no per-tariff figures and is priced with the single
+price, or not at all.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from datetime import date, datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
+from gateway.store import add_split
 from services.node.web.figures import Prices, local_midnight
 from services.node.web.state import iso
 
@@ -76,12 +83,47 @@ def span(period: str, day: date, tz: ZoneInfo) -> Span:
 
 @dataclass(frozen=True, slots=True)
 class Energy:
-    """Energy of one bucket of one meter (Wh) and how many of its quarter-hours were estimated."""
+    """Energy of one bucket of one meter (Wh), how many of its quarter-hours were estimated, and the
+    import and export per meter tariff (None: unknown)."""
 
     start: datetime
     import_wh: int
     export_wh: int
     estimated: int = 0
+    import_by_tariff: Mapping[str, int] | None = None
+    export_by_tariff: Mapping[str, int] | None = None
+
+
+Split = dict[str, int] | None  # Wh per tariff; None: unknown
+
+
+def shared_by_tariff(shared_wh: int, import_by_tariff: Mapping[str, int]) -> dict[str, int]:
+    """One quarter-hour's shared energy by tariff: all of it in the tariff that ran (the usual case);
+    in a quarter-hour that straddles a tariff switch, in proportion to its import per tariff, in whole
+    Wh that add up (largest remainder). Never more than the import of the tariff."""
+    total = sum(import_by_tariff.values())
+    shared_wh = min(shared_wh, total)
+    if shared_wh <= 0:
+        return {}
+    exact = {t: shared_wh * wh / total for t, wh in import_by_tariff.items() if wh > 0}
+    out = {t: int(x) for t, x in exact.items()}
+    for t in sorted(exact, key=lambda t: (out[t] - exact[t], t))[: shared_wh - sum(out.values())]:
+        out[t] += 1
+    return out
+
+
+def grid_costs(grid_wh: int, grid_by_tariff: Split, prices: Prices) -> tuple[float | None, dict[str, float | None] | None]:
+    """EUR of grid energy (not rounded): per tariff where the split is known (each tariff at its own
+    price, else the single one), in total from those, or from the single price where it is not."""
+    if grid_by_tariff is None:
+        single = prices.grid_eur_kwh
+        return (None if single is None else grid_wh / 1000 * single), None
+    per = {t: (None if prices.grid_price(t) is None else wh / 1000 * prices.grid_price(t))
+           for t, wh in sorted(grid_by_tariff.items())}
+    if not per:
+        return (0.0 if prices.any_grid_price else None), {}
+    total = None if any(v is None for v in per.values()) else sum(per.values())  # type: ignore[misc]
+    return total, per
 
 
 def _bucket_of(t: datetime, sp: Span) -> int | None:
@@ -102,18 +144,28 @@ def _eur(wh: int, price: float | None) -> float | None:
     return None if price is None else round(wh / 1000 * price, 2)
 
 
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 2)
+
+
 def history_view(
     sp: Span, *, tz: ZoneInfo, meter_id: str | None, energy: Iterable[Energy], shared: Mapping[datetime, int],
     production: Iterable[Energy] | None, prices: Prices, basis: str,
+    qh_tariffs: Mapping[datetime, Mapping[str, int]] | None = None, tariff_names: Mapping[str, str] | None = None,
 ) -> dict:
     """``GET /api/v1/history``: one row per bucket and the period's totals.
 
     ``shared_wh``: what the community allocated to this member (the community share of its
     consumption); ``production_wh`` and ``self_consumption_wh`` (production - export, what the home
     used of its own panels) only with a production meter; ``consumption_wh`` = import +
-    self-consumption, the home's use whatever its source."""
+    self-consumption, the home's use whatever its source. ``import_by_tariff_wh`` and
+    ``grid_import_by_tariff_wh`` (import - shared) and ``grid_cost_by_tariff_eur`` where the split is known;
+    ``qh_tariffs``: each quarter-hour's import per tariff, to take shared energy off its tariff."""
     n = len(sp.buckets)
     imp, exp, est, sh = [0] * n, [0] * n, [0] * n, [0] * n
+    imp_t: list[Split] = [{} for _ in range(n)]
+    exp_t: list[Split] = [{} for _ in range(n)]
+    sh_t: list[Split] = [{} for _ in range(n)]
     seen = [False] * n
     for e in energy:
         i = _bucket_of(e.start, sp)
@@ -121,11 +173,15 @@ def history_view(
             imp[i] += e.import_wh
             exp[i] += e.export_wh
             est[i] += e.estimated
+            imp_t[i] = add_split(imp_t[i], e.import_by_tariff)
+            exp_t[i] = add_split(exp_t[i], e.export_by_tariff)
             seen[i] = True
     for t, wh in shared.items():
         i = _bucket_of(t, sp)
         if i is not None:
             sh[i] += wh
+            split = (qh_tariffs or {}).get(t)
+            sh_t[i] = add_split(sh_t[i], None if split is None else shared_by_tariff(wh, split))
     prod: list[int] | None = None
     if production is not None:
         prod = [0] * n
@@ -135,32 +191,52 @@ def history_view(
                 prod[i] += e.export_wh  # a production meter's export register is what the panels made
 
     def row(start: datetime | None, end: datetime | None, i_wh: int, e_wh: int, s_wh: int, p_wh: int | None,
-            n_est: int, has: bool) -> dict:
+            n_est: int, has: bool, i_t: Split, e_t: Split, s_t: Split, cost: float | None = None) -> dict:
+        """One bucket or the totals; ``cost``: the totals' sum of the buckets' (else priced here)."""
         s_wh = min(s_wh, i_wh)
         self_wh = None if p_wh is None else max(0, p_wh - e_wh)
+        grid_t = None if i_t is None or s_t is None else {k: max(0, v - s_t.get(k, 0)) for k, v in i_t.items()}
+        own_cost, per = grid_costs(i_wh - s_wh, grid_t, prices)
+        cost = own_cost if start is not None else cost
         out = {
             "start": iso(start), "end": iso(end), "has_data": has,
             "import_wh": i_wh, "export_wh": e_wh, "shared_wh": s_wh, "grid_import_wh": i_wh - s_wh,
             "production_wh": p_wh, "self_consumption_wh": self_wh,
             "consumption_wh": None if self_wh is None else i_wh + self_wh,
             "estimated_quarter_hours": n_est,
-            "grid_cost_eur": _eur(i_wh - s_wh, prices.grid_eur_kwh),
+            "grid_cost_eur": _round(cost),
             "shared_cost_eur": _eur(s_wh, prices.shared_eur_kwh),
+            "import_by_tariff_wh": i_t, "export_by_tariff_wh": e_t, "grid_import_by_tariff_wh": grid_t,
+            "grid_cost_by_tariff_eur": None if per is None else {k: _round(v) for k, v in per.items()},
         }
         if start is None:
             del out["start"], out["end"]
+        else:
+            out["_cost"] = cost  # unrounded, for the totals
         return out
 
     rows = []
     for i, b in enumerate(sp.buckets):
         end = sp.buckets[i + 1] if i + 1 < n else sp.end
-        rows.append(row(b, end, imp[i], exp[i], sh[i], None if prod is None else prod[i], est[i], seen[i]))
+        rows.append(row(b, end, imp[i], exp[i], sh[i], None if prod is None else prod[i], est[i], seen[i],
+                        imp_t[i], exp_t[i], sh_t[i]))
+    # the period's euros: each bucket priced as well as its data allows (per tariff, or the single price)
+    costs = [r.pop("_cost") for r in rows]
+    total_cost = None if any(c is None for c in costs) else sum(c for c in costs if c is not None)
+    total_imp_t: Split = {}
+    total_exp_t: Split = {}
+    total_sh_t: Split = {}
+    for i in range(n):
+        total_imp_t, total_exp_t = add_split(total_imp_t, imp_t[i]), add_split(total_exp_t, exp_t[i])
+        total_sh_t = add_split(total_sh_t, sh_t[i])
     total = row(None, None, sum(imp), sum(exp), sum(r["shared_wh"] for r in rows),
-                None if prod is None else sum(prod), sum(est), any(seen))
+                None if prod is None else sum(prod), sum(est), any(seen), total_imp_t, total_exp_t, total_sh_t, total_cost)
     return {
         "period": sp.period, "label": sp.label, "from": iso(sp.start), "to": iso(sp.end), "timezone": tz.key,
         "meter_id": meter_id, "basis": basis, "provisional": True,
-        "prices": {"grid_eur_kwh": prices.grid_eur_kwh, "shared_eur_kwh": prices.shared_eur_kwh},
+        "prices": {"grid_eur_kwh": prices.grid_eur_kwh, "shared_eur_kwh": prices.shared_eur_kwh,
+                   "grid_eur_kwh_by_tariff": dict(prices.grid_eur_kwh_by_tariff)},
+        "tariff_names": dict(tariff_names or {}),
         "previous": sp.prev.isoformat(), "next": sp.next.isoformat(),
         "buckets": rows, "totals": total,
     }

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -46,6 +46,8 @@ class WebSettings:
     operation: str | None = None  # the sharing operation ([uplink], when enabled): its allocations are shown
     member_id: str | None = None  # this member in it (the pseudonym)
     production_meter_id: str | None = None  # a meter whose role is production (a PV inverter's): own production on the page
+    # the meter tariffs' names on the page ("1" -> "day"); unnamed: "Tariff 1" in the page's language
+    tariff_names: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, cfg) -> WebSettings:
@@ -62,7 +64,10 @@ class WebSettings:
             cors_origins=tuple(w.cors_origins),
             meter_id=w.meter_id,
             language=w.language,
-            prices=Prices(w.grid_price_eur_kwh, w.shared_price_eur_kwh, w.supplier_sharing_fee_eur_year),
+            prices=Prices(w.grid_price_eur_kwh, w.shared_price_eur_kwh, w.supplier_sharing_fee_eur_year,
+                          dict(w.grid_price_eur_kwh_by_tariff)),
+            tariff_names=dict(w.tariff_names),
+
             stream_interval_s=w.stream_interval_s,
             operation=cfg.uplink.operation if cfg.uplink.enabled else None,
             member_id=cfg.uplink.pseudonym if cfg.uplink.enabled else None,

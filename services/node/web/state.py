@@ -53,6 +53,18 @@ def community_alert(a: dict) -> Alert:
     return Alert(start=start, until=until, message=str(a.get("message") or "")[:200], kind=kind, id=str(a["id"])[:64])
 
 
+def submeters_view(subs: object) -> list[dict]:
+    """The grid meter's MBus channels (gas, water) as the daemon relayed them: register, unit and the
+    channel's own reading time (hourly or every 5 minutes, not the electricity meter's second)."""
+    out = []
+    for m in subs if isinstance(subs, list) else []:
+        if isinstance(m, dict) and m.get("kind") in ("gas", "water") and isinstance(m.get("value"), int | float):
+            unit = str(m.get("unit") or "")
+            out.append({"channel": m.get("channel"), "kind": m["kind"], "value": m["value"],
+                        "unit": "m3" if unit.lower() == "m3" else unit, "time": m.get("time")})
+    return sorted(out, key=lambda m: (m["kind"], str(m["channel"])))
+
+
 def iso(t: datetime | None) -> str | None:
     return None if t is None else t.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
@@ -324,6 +336,7 @@ class NodeState:
             "power": None,
             "quarter_hour": None,
             "registers": None,
+            "submeters": [],
             "month_peak_w": None,
             "today": None,
             "operation": None,
@@ -350,6 +363,7 @@ class NodeState:
                     "projected_demand_w": q.get("projected_demand_w"),
                 }
             out["registers"] = {"import_wh_total": r.get("import_wh_total"), "export_wh_total": r.get("export_wh_total")}
+            out["submeters"] = submeters_view(r.get("submeters"))
             out["month_peak_w"] = r.get("month_peak_w")
             out["today"] = self._today_view(q)
         fl = self.fleet.live()

@@ -32,6 +32,12 @@
   const fmt = (iso, o) => dayOf(iso).toLocaleString(locale(), Object.assign({ timeZone: zone() }, o));
 
   // -- the meter card ---------------------------------------------------------------------------
+  // an MBus reading's time: the hour on the day of the live reading, else with its date
+  function readTime(iso, now) {
+    const day = (x) => fmt(x, { year: "numeric", month: "numeric", day: "numeric" });
+    const hm = fmt(iso, { hour: "2-digit", minute: "2-digit" });
+    return now && day(iso) === day(now) ? hm : fmt(iso, { day: "numeric", month: "short" }) + " " + hm;
+  }
   function renderMeter() {
     const L = st.live;
     if (!L) return;
@@ -41,6 +47,15 @@
     $("m-peak").textContent = watts(L.month_peak_w);
     $("m-reg-import").textContent = reg && reg.import_wh_total != null ? num(reg.import_wh_total / 1000, 3) + " kWh" : "–";
     $("m-reg-export").textContent = reg && reg.export_wh_total != null ? num(reg.export_wh_total / 1000, 3) + " kWh" : "–";
+    // the gas and water registers (MBus), each with the time its channel was read
+    for (const kind of ["gas", "water"]) {
+      const m = (L.submeters || []).find((x) => x.kind === kind);
+      $("m-" + kind).hidden = !m;
+      if (!m) continue;
+      const unit = m.unit === "m3" ? "m³" : m.unit;
+      $("m-" + kind + "-value").textContent = m.value.toLocaleString(locale(), { minimumFractionDigits: 3, maximumFractionDigits: 3 }) + " " + unit;
+      $("m-" + kind + "-time").textContent = m.time ? t("meter_card.read_at", { t: readTime(m.time, L.time) }) : "";
+    }
     const note = $("m-peak-note");
     if (proj != null && L.month_peak_w != null) {
       const over = proj > L.month_peak_w;
@@ -133,8 +148,17 @@
                  [t("history.own_share"), pct(use ? tot.self_consumption_wh / use : null)],
                  [t("history.community_share"), pct(use ? tot.shared_wh / use : null)]);
     }
-    const priced = d.prices && (d.prices.grid_eur_kwh !== null || d.prices.shared_eur_kwh !== null);
+    const byTariff = d.prices && Object.keys(d.prices.grid_eur_kwh_by_tariff || {}).length > 0;
+    const priced = d.prices && (d.prices.grid_eur_kwh !== null || d.prices.shared_eur_kwh !== null || byTariff);
     if (priced) items.push([t("history.import_cost"), euro(tot.grid_cost_eur)], [t("history.shared_cost"), euro(tot.shared_cost_eur)]);
+    // grid energy per meter tariff (day/night, dal/normaal) with its euros, where the store knows the split
+    const split = tot.grid_import_by_tariff_wh, costs = tot.grid_cost_by_tariff_eur || {};
+    if (split && Object.keys(split).some((k) => k !== "0")) {
+      for (const k of Object.keys(split).sort()) {
+        const eur = costs[k] === null || costs[k] === undefined ? "" : " · " + euro(costs[k]);
+        items.push([t("history.tariff_grid", { name: tariffName(d, k) }), kwh(split[k]) + eur]);
+      }
+    }
     const dl = $("h-totals");
     dl.innerHTML = "";
     for (const [k, v] of items) {
@@ -143,6 +167,14 @@
     }
     $("h-note").textContent = (tot.has_data ? "" : t("history.no_data") + " ") +
       (priced ? "" : t("history.prices_unknown") + " ") + t(d.basis === "operation" ? "note_operation" : "note_own_meter");
+  }
+
+  // a tariff's name: the configured word translated (day, night, low, normal), other words as written
+  function tariffName(d, k) {
+    const name = (d.tariff_names || {})[k];
+    if (!name) return t("history.tariff_n", { n: k });
+    const word = T[lang()].history.tariffs[name.toLowerCase()];
+    return word || name;
   }
 
   function showTip(i) {
