@@ -421,6 +421,7 @@ EXAMPLE = """\
 type = "p1"             # the meter's P1 port
 port = "/dev/p1"        # stable name given by deploy/99-quartier-p1.rules
 baudrate = "auto"       # 115200 8N1 (DSMR 4/5, e-MUCS) or 9600 7E1 (DSMR 2.2/3), detected
+# max_flow = { gas = 10, water = 5 }  # MBus sub-meters: m3/h they can pass (G6 gas, Q3 4 water meter)
 
 # [[sources]]           # a Fluksometer (FLM02/FLM03) on the LAN; `quartier flukso listen` lists its sensors
 # type = "flukso"

@@ -137,6 +137,7 @@ class Daemon:
     def _make_runner(self, index: int, src) -> _SourceRunner:
         from gateway.live_pipeline import LivePipeline
         from gateway.plausibility import Limits
+        from gateway.submeter_plausibility import DEFAULT_MAX_FLOW, FlowLimits
         from gateway.sources import SourceContext, source_kind
 
         d = self.config.daemon
@@ -146,6 +147,8 @@ class Daemon:
         limits = Limits(max_power_w=src.max_power_w or d.max_power_w,
                         clock_tolerance_s=d.clock_tolerance_s if wall else None,
                         confirm=d.confirm_readings, max_jump_s=d.max_interpolation_gap_s)
+        flow_limits = FlowLimits(max_flow={**DEFAULT_MAX_FLOW, **getattr(src, "max_flow", {})},
+                                 clock_tolerance_s=limits.clock_tolerance_s, confirm=limits.confirm)
         pipeline = LivePipeline(
             self.store,
             publisher=self.live,
@@ -154,6 +157,7 @@ class Daemon:
             on_commit=self._notify_sinks,
             clock_synced=lambda: self._clock_synced is not False,
             limits=limits,
+            flow_limits=flow_limits,
             describe_meter=lambda mid: (src.role_of(mid), src.serial_of(mid)),
             on_reading=self._on_reading,
         )
@@ -288,7 +292,8 @@ class Daemon:
                     "crc_error_rate": h.crc_error_rate,
                     "rejected": h.rejected,
                     # every refused reading by reason: crc, no_crc, unknown_register, implausible_step,
-                    # register_drop, time_jump, future
+                    # register_drop, time_jump, future; MBus channel readings as <kind>_<reason>
+                    # (gas_register_drop, water_implausible_step, gas_unit_change ...)
                     "refused": dict(sorted(h.refused.items())),
                     "last_telegram_age_s": round(age, 1) if age is not None else None,
                     "last_accepted_age_s": round(acc_age, 1) if acc_age is not None else None,

@@ -33,11 +33,10 @@ class LivePipeline(Pipeline):
     _publish_failing: bool = field(default=False, repr=False)
 
     def feed_reading(self, reading: Reading, *, telegram: bool = False) -> list[QuarterHour]:
-        committed = super().feed_reading(reading, telegram=telegram)
+        # only what the plausibility gate accepted is news (a held or refused reading is not), and
+        # with its MBus channels as their gate accepted them (a glitched gas value never goes out)
+        committed, accepted = self._feed(reading, telegram=telegram)
         if self.publisher is not None or self.on_reading is not None:
-            h = self.health.get(reading.meter_id)
-            # only what the plausibility gate accepted is news (a held or refused reading is not)
-            accepted = reading if h is not None and h.last_reading is reading else None
             if self.publisher is not None:
                 self._publish(accepted, committed)
             if accepted is not None and self.on_reading is not None:

@@ -7,6 +7,7 @@ the commit fails (disk full, database locked) it stays in memory and is retried,
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import Counter
@@ -16,8 +17,9 @@ from datetime import datetime, timedelta, timezone
 
 from gateway.from_p1 import NotAReading, meter_id_of, to_reading
 from gateway.logs import get_logger
-from gateway.model import QuarterHour, Reading
+from gateway.model import QuarterHour, Reading, SubMeterReading, utc_iso
 from gateway.plausibility import Change, Limits, MeterGate, Reason
+from gateway.submeter_plausibility import ChannelGate, FlowLimits, SubRefusal, refusal_key
 from gateway.quarter_hours import LiveQuarter, QuarterHourAggregator
 from p1.decode import CRC_DIALECTS
 
@@ -27,7 +29,8 @@ log = get_logger("quartier.gateway.pipeline")
 @dataclass(slots=True)
 class MeterHealth:
     """Counters one meter's reader and aggregator keep, for ``quartier status``, health.json and the
-    watchdog. ``refused`` counts every reading not used, by reason (gateway.plausibility.REASONS)."""
+    watchdog. ``refused`` counts every reading not used, by reason (gateway.plausibility.REASONS), and
+    every MBus channel reading not used as ``<kind>_<reason>`` (gateway/submeter_plausibility.py)."""
 
     telegrams: int = 0  # frames attributed to this meter, whatever became of them
     accepted: int = 0  # readings the plausibility gate passed to the aggregator
@@ -62,9 +65,12 @@ class Pipeline:
     clock_synced: Callable[[], bool | None] = lambda: True
     # the meter's bounds; limits.clock_tolerance_s None: no check against the Pi clock (replay)
     limits: Limits | None = None
+    # the MBus channels' bounds (gas, water); None: the defaults, with ``limits``' clock tolerance and confirm
+    flow_limits: FlowLimits | None = None
     wall_clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
     aggregators: dict[str, QuarterHourAggregator] = field(default_factory=dict)
     gates: dict[str, MeterGate] = field(default_factory=dict)
+    channel_gates: dict[tuple[str, int], ChannelGate] = field(default_factory=dict)
     health: dict[str, MeterHealth] = field(default_factory=dict)
     # damaged frames before any meter was seen: they go to the port's meter once it is known
     unattributed: Counter = field(default_factory=Counter)
@@ -72,13 +78,16 @@ class Pipeline:
     _pending: list[QuarterHour] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _commit_failing: bool = False
-    _episodes: dict[str, tuple[str, int]] = field(default_factory=dict)  # meter -> (reason, refusals)
+    # meter (or (meter, MBus channel)) -> (reason, refusals): one log line per change of state
+    _episodes: dict[str | tuple[str, int], tuple[str, int]] = field(default_factory=dict)
     _crc_seen: set[str] = field(default_factory=set)  # meters that sent a valid CRC
 
     def __post_init__(self) -> None:
         if self.limits is None:
             # no wall-clock check unless asked (the daemon does): a replayed capture is old
             self.limits = Limits(clock_tolerance_s=None, max_jump_s=self.max_gap.total_seconds())
+        if self.flow_limits is None:
+            self.flow_limits = FlowLimits(clock_tolerance_s=self.limits.clock_tolerance_s, confirm=self.limits.confirm)
 
     @property
     def unattributed_crc_errors(self) -> int:
@@ -120,15 +129,24 @@ class Pipeline:
                 h.telegrams += 1
                 h.last_telegram_monotonic = time.monotonic()
             mid_shown = mid
-        episode = self._episodes.get(mid_shown)
+        self._episode(mid_shown, reason, "reading.refused", {
+            "meter": mid_shown, "reason": reason, "detail": detail,
+            **({"meter_time": reading.time.isoformat(), "import_wh": reading.import_total_wh,
+                "export_wh": reading.export_total_wh} if reading is not None else {})})
+
+    def _episode(self, key: str | tuple[str, int], reason: str, event: str, extra: dict) -> None:
+        """Log a refusal only when the state changes (a first refusal, or another reason), not every second."""
+        episode = self._episodes.get(key)
         if episode is None or episode[0] != reason:
-            log.warning("reading.refused", extra={
-                "meter": mid_shown, "reason": reason, "detail": detail,
-                **({"meter_time": reading.time.isoformat(), "import_wh": reading.import_total_wh,
-                    "export_wh": reading.export_total_wh} if reading is not None else {})})
-            self._episodes[mid_shown] = (reason, 1)
+            log.warning(event, extra=extra)
+            self._episodes[key] = (reason, 1)
         else:
-            self._episodes[mid_shown] = (reason, episode[1] + 1)
+            self._episodes[key] = (reason, episode[1] + 1)
+
+    def _episode_ended(self, key: str | tuple[str, int], event: str, extra: dict) -> None:
+        episode = self._episodes.pop(key, None)
+        if episode is not None:
+            log.info(event, extra={**extra, "reason": episode[0], "refused": episode[1]})
 
     def feed_telegram(self, telegram) -> list[QuarterHour]:
         """One parsed telegram (p1.Telegram). Damaged ones (CRC mismatch, or no CRC from a dialect
@@ -153,6 +171,11 @@ class Pipeline:
 
     def feed_reading(self, reading: Reading, *, telegram: bool = False) -> list[QuarterHour]:
         """One reading through the meter's plausibility gate, then what it accepted to the aggregator."""
+        return self._feed(reading, telegram=telegram)[0]
+
+    def _feed(self, reading: Reading, *, telegram: bool) -> tuple[list[QuarterHour], Reading | None]:
+        """The quarter-hours committed, and ``reading`` as accepted (its MBus channels gated) when the
+        gate accepted it, else None (held or refused: no news)."""
         with self._lock:
             mid = reading.meter_id
             h = self._health(mid)
@@ -175,27 +198,60 @@ class Pipeline:
                 )
             gate = self.gates[mid]
             check_wall = self.limits.clock_tolerance_s is not None and self.clock_synced() is True
-            decision = gate.check(reading, now=self.wall_clock() if check_wall else None)
+            now = self.wall_clock() if check_wall else None
+            decision = gate.check(reading, now=now)
             for refusal in decision.refused:
                 self._refuse_locked(mid, refusal.reason.value, refusal.detail, telegram=False, reading=refusal.reading)
             closed: list[QuarterHour] = []
+            as_accepted: Reading | None = None
             for r, change in decision.accepted:
-                closed += agg.add(r, reset=change.reset, clock_step=change.clock_step)
+                gated = self._gate_submeters(r, now) if r.submeters else r
+                if r is reading:
+                    as_accepted = gated
+                closed += agg.add(gated, reset=change.reset, clock_step=change.clock_step)
                 if change is not Change.NORMAL:
                     log.warning("reading.change_confirmed", extra={"meter": mid, "change": change.value,
                                                                    "meter_time": r.time.isoformat()})
             if decision.accepted:
                 h.accepted += len(decision.accepted)
                 h.last_accepted_monotonic = now_mono
-                h.last_reading = decision.accepted[-1][0]
-                episode = self._episodes.pop(mid, None)
-                if episode is not None:
-                    log.info("reading.refusals_ended", extra={"meter": mid, "reason": episode[0], "refused": episode[1]})
+                h.last_reading = gated
+                self._episode_ended(mid, "reading.refusals_ended", {"meter": mid})
             if closed:
                 self._pending.extend(closed)
             if self._pending and (not self.batch or len(self._pending) >= self.batch_size):
-                return self._commit_locked()
-            return []
+                return self._commit_locked(), as_accepted
+            return [], as_accepted
+
+    def _gate_submeters(self, r: Reading, now: datetime | None) -> Reading:
+        """``r`` with each MBus channel's last *accepted* reading (gateway/submeter_plausibility.py): a
+        refused or held value is replaced by the one before it, never passed on; a channel with no
+        accepted reading yet is left out."""
+        out: list[SubMeterReading] = []
+        for m in r.submeters:
+            key = (r.meter_id, m.channel)
+            g = self.channel_gates.get(key)
+            if g is None:
+                g = self.channel_gates[key] = ChannelGate(r.meter_id, m.channel, m.kind, self.flow_limits)
+            d = g.check(m, reading_time=r.time, now=now)
+            for refusal in d.refused:
+                self._refuse_submeter(r.meter_id, refusal)
+            if d.accepted:
+                ids = {"meter": r.meter_id, "channel": m.channel, "kind": g.kind}
+                if d.reset:
+                    log.warning("submeter.reset_confirmed", extra={**ids, "value": d.accepted[0].value,
+                                                                   "mbus_time": utc_iso(d.accepted[0].time)})
+                self._episode_ended(key, "submeter.refusals_ended", ids)
+            if g.last is not None:
+                out.append(g.last)
+        return r if tuple(out) == r.submeters else dataclasses.replace(r, submeters=tuple(out))
+
+    def _refuse_submeter(self, meter_id: str, refusal: SubRefusal) -> None:
+        m = refusal.reading
+        self._health(meter_id).refused[refusal_key(m.kind, refusal.reason)] += 1
+        self._episode((meter_id, m.channel), refusal.reason.value, "submeter.refused", {
+            "meter": meter_id, "channel": m.channel, "kind": m.kind, "reason": refusal.reason.value,
+            "detail": refusal.detail, "value": m.value, "unit": m.unit, "mbus_time": utc_iso(m.time)})
 
     def feed_readings(self, readings: Iterable[Reading]) -> None:
         for r in readings:

@@ -23,6 +23,9 @@ that continues from ``L`` instead discards the held ones, each counted as refuse
 keeps grows beyond ``confirm`` readings, and no state (not even a store whose last boundary is in the
 future) can make a persistent honest stream be refused for ever.
 
+MBus channels (gas, water) relayed by the same telegram have their own gate, built on this one:
+gateway/submeter_plausibility.py.
+
 Pure: no I/O, no clock of its own (the caller passes the Pi's time), no asyncio, no MQTT.
 """
 

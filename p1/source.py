@@ -7,7 +7,9 @@ gateway; this adapter is the one place where a telegram meets the daemon.
 from __future__ import annotations
 
 import threading
-from typing import Literal
+from typing import Annotated, Literal
+
+from pydantic import Field
 
 from gateway.sources import SourceContext, SourceKind, SourceSettings
 
@@ -23,6 +25,10 @@ class P1Settings(SourceSettings):
     # "pi": a meter time further than daemon.clock_tolerance_s from the synchronised Pi clock is refused;
     # "neighbours": judged only against the telegrams around it (a simulated meter faster than real time)
     clock_check: Literal["pi", "neighbours"] = "pi"
+    # the most an MBus sub-meter can pass, in its unit per hour (m³/h), per kind; a larger register step
+    # between its own capture times is a glitch (gateway/submeter_plausibility.py). Defaults: gas 10
+    # (a G6 meter), water 5 (a Q3 4 m³/h meter); heat, cold, other: no bound unless set here.
+    max_flow: dict[Literal["gas", "water", "heat", "cold", "other"], Annotated[float, Field(gt=0, le=100_000)]] = {}
 
     @property
     def runs_on_real_time(self) -> bool:

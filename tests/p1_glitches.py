@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from p1.crc import crc16
 
 KINDS = ("flip_keep_crc", "flip_no_crc", "flip_up", "flip_down", "zero", "missing_line", "unreadable",
-         "day_ahead", "ten_years_ahead", "hour_back", "no_crc")
+         "day_ahead", "ten_years_ahead", "hour_back", "no_crc", "gas_spike")
 
 
 def _reframe(body: bytes, crc: str) -> bytes:
@@ -79,4 +79,8 @@ def glitch(frame: bytes, kind: str) -> bytes:
         return _reframe(_restamp(body, timedelta(hours=-1)), "fix")
     if kind == "no_crc":
         return _reframe(body, "none")
+    if kind == "gas_spike":  # the MBus gas register read as 99999.999 m3 (the meter's CRC is right)
+        new, n = re.subn(rb"(0-\d:24\.2\.[13]\(\d{12}[SW]\)\()[0-9.]+(\*m3\))", rb"\g<1>99999.999\g<2>", body)
+        assert n == 1, "no MBus gas line"
+        return _reframe(new, "fix")
     raise ValueError(kind)

@@ -7,7 +7,12 @@ Each test prints its figures (run with -s, or see CI's -rA summary)."""
 
 from __future__ import annotations
 
+import json
+import os
 import socket
+import subprocess
+import sys
+import threading
 import time
 from datetime import timedelta
 
@@ -16,7 +21,9 @@ import pytest
 from gateway.model import Quality, QuarterHour
 from gateway.store import Store
 from tests.daemon_harness import make_rig
+from tests.servers import Mosquitto, free_port
 from tests.test_daemon_faults import START, check_ledger, closed
+from tests.test_mqtt_feed import Listener
 
 KINDS = ["flip_no_crc", "zero", "missing_line", "day_ahead", "ten_years_ahead", "flip_up", "no_crc",
          "flip_down", "unreadable", "hour_back", "flip_keep_crc"]
@@ -132,3 +139,82 @@ def test_a_store_whose_last_boundary_is_in_the_future_does_not_block_honest_read
           f"flags={[q.flags for q in honest[:2]]}")
     assert len(honest) >= 3 and all(q.import_wh >= 0 for q in honest)
     assert took < 30  # 15 s a quarter-hour at 60x: the first one that could close did
+
+
+def _live_lines(path, stop: threading.Event, out: list[dict]) -> None:
+    """Every message of the daemon's live socket (gateway/live.py), as the web service reads them."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(str(path))
+    sock.settimeout(0.2)
+    buf = b""
+    try:
+        while not stop.is_set():
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                continue
+            if not chunk:
+                return
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            out += [json.loads(line) for line in lines if line]
+    finally:
+        sock.close()
+
+
+@pytest.mark.slow
+def test_a_glitched_gas_value_never_reaches_the_live_feed_nor_home_assistant(tmp_path, mosquitto: Mosquitto):
+    """A real telegram whose MBus gas register reads 99999.999 m3 (with a right CRC), on the pty serial
+    path: refused and counted as gas_implausible_step, never in a live ``reading`` message, never on the
+    MQTT feed (Quartier's topics, DSMR-reader's, Home Assistant's discovery keeps the gas entity)."""
+    rig = make_rig(tmp_path, start=START, speed=60, gas_dm3=1_234_567, annual_gas_m3=30_000)  # a capture every 5 s
+    rig.write_config()
+    web_port = free_port()
+    with rig.config.open("a") as f:
+        f.write("\n".join(["[web]", 'host = "127.0.0.1"', f"port = {web_port}",
+                           "[mqtt]", "enabled = true", f'host = "{mosquitto.host}"', f"port = {mosquitto.port}",
+                           'node_id = "gw"', "keepalive_s = 5", "power_interval_s = 1", "dsmr_reader_topics = true"]) + "\n")
+    ha = Listener(mosquitto, "quartier/#", "dsmr/#", "homeassistant/#")
+    live: list[dict] = []
+    stop = threading.Event()
+    web = None
+    try:
+        rig.start_daemon()
+        sock = rig.runtime / "live.sock"
+        rig.wait_for(sock.exists, 30, "the live socket")
+        reader = threading.Thread(target=_live_lines, args=(sock, stop, live), daemon=True)
+        reader.start()
+        web = subprocess.Popen([sys.executable, "-m", "gateway.cli", "web", "--config", str(rig.config)],
+                               stdout=subprocess.DEVNULL, stderr=open(tmp_path / "web.log", "wb"),
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        first = float(ha.wait("quartier/gw/gas/1", timeout=60))
+        for _ in range(3):  # three glitches, each between honest telegrams
+            rig.glitches.append("gas_spike")
+            n = len(rig.sent)
+            rig.wait_for(lambda: len(rig.sent) >= n + 12, 30, "honest telegrams after the glitch")
+        after = len(ha.messages)
+        later = float(ha.wait("quartier/gw/gas/1", lambda p: float(p) > first, timeout=30, after=after))
+        time.sleep(1)
+        health = rig.health()
+        assert rig.stop() == 0
+    finally:
+        stop.set()
+        if web is not None:
+            web.terminate()
+            web.wait(15)
+        rig.meter.stop()
+        ha.close()
+    glitched = [kind for _, kind in rig.glitched]
+    readings = [m for m in live if m.get("type") == "reading"]
+    gas_values = [s["value"] for m in readings for s in m["submeters"] if s["kind"] == "gas"]
+    mqtt_gas = [float(p) for t, p, _ in ha.messages if t in ("quartier/gw/gas/1", "dsmr/consumption/gas/delivered")]
+    (meter,) = health["meters"].values()
+    discovery = [json.loads(p) for t, p, _ in ha.messages if t == "homeassistant/device/gw/config" and p]
+    print(f"\n[gas glitch] glitched={len(glitched)} refused={meter['refused']} live readings={len(readings)} "
+          f"gas {min(gas_values)}..{max(gas_values)} m3; mqtt gas {first} -> {later} ({len(mqtt_gas)} states)")
+    assert glitched == ["gas_spike"] * 3 and meter["refused"] == {"gas_implausible_step": 3}
+    assert readings and len(gas_values) == len(readings)  # the channel never vanished from a reading
+    assert max(gas_values) < 99_999 and max(mqtt_gas) < 99_999
+    assert not any("99999" in p for _, p, _ in ha.messages)
+    assert gas_values == sorted(gas_values) and mqtt_gas == sorted(mqtt_gas)  # never down, never "reset"
+    assert all("gas_1" in d["cmps"] and d["cmps"]["gas_1"].get("state_class") == "total_increasing" for d in discovery)

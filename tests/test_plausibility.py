@@ -93,7 +93,7 @@ def test_one_glitch_changes_no_energy_and_at_most_two_quarter_hours(kind, index,
     ("flip_keep_crc", "crc"), ("flip_no_crc", "no_crc"), ("no_crc", "no_crc"), ("flip_up", "implausible_step"),
     ("flip_down", "register_drop"), ("zero", "register_drop"), ("missing_line", "unknown_register"),
     ("unreadable", "unknown_register"), ("day_ahead", "time_jump"), ("ten_years_ahead", "time_jump"),
-    ("hour_back", "time_jump"),
+    ("hour_back", "time_jump"), ("gas_spike", "gas_implausible_step"),
 ])
 def test_each_glitch_is_counted_once_under_its_reason(tmp_path, kind, reason):
     frames = list(honest_frames())

@@ -201,6 +201,12 @@ _REFUSAL_WORDS = {
 }
 
 
+_SUBMETER_KINDS = ("gas", "water", "heat", "cold", "other")
+_SUBMETER_WORDS = {**_REFUSAL_WORDS, "implausible_step": "a register step larger than the meter's maximum flow",
+                   "time_jump": "a capture time that went backwards", "invalid_value": "a negative or unreadable value",
+                   "unit_change": "a unit or device type that changed"}
+
+
 def judge_refused(health: dict[str, Any] | None, running: bool) -> Finding:
     """Readings refused as implausible (not damage: that is judge_crc), per meter and reason."""
     name = "Implausible readings"
@@ -209,14 +215,17 @@ def judge_refused(health: dict[str, Any] | None, running: bool) -> Finding:
     parts = []
     for mid, m in (health.get("meters") or {}).items():
         for reason, n in sorted((m.get("refused") or {}).items()):
+            kind, _, sub = reason.partition("_")  # an MBus channel's: gas_register_drop
             if n and reason in _REFUSAL_WORDS:
                 parts.append(f"meter {mid}: {n} × {_REFUSAL_WORDS[reason]} ({reason})")
+            elif n and kind in _SUBMETER_KINDS and sub in _SUBMETER_WORDS:
+                parts.append(f"meter {mid}: {n} × {kind}: {_SUBMETER_WORDS[sub]} ({reason})")
     if not parts:
         return Finding(name, Level.OK, "No reading was refused as implausible.")
     return Finding(name, Level.WARN, "Refused, never counted as energy: " + "; ".join(parts) + ".",
                    "Occasional refusals are glitches the gateway kept out. Many, or ones that do not stop, mean the "
                    "meter's clock or registers changed for good (a meter exchange is accepted once it persists), or "
-                   "that sources.max_power_w is below what this connection really carries.")
+                   "that sources.max_power_w (sources.max_flow for gas and water) is below what the connection or meter really carries.")
 
 
 def judge_crc(health: dict[str, Any] | None, running: bool) -> Finding:
