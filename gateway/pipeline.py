@@ -13,9 +13,10 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 from gateway.from_p1 import NotAReading, meter_id_of, to_reading
+from gateway.gas_days import GasDay, advance
 from gateway.logs import get_logger
 from gateway.model import QuarterHour, Reading, SubMeterReading, utc_iso
 from gateway.plausibility import Change, Limits, MeterGate, Reason
@@ -71,6 +72,9 @@ class Pipeline:
     aggregators: dict[str, QuarterHourAggregator] = field(default_factory=dict)
     gates: dict[str, MeterGate] = field(default_factory=dict)
     channel_gates: dict[tuple[str, int], ChannelGate] = field(default_factory=dict)
+    # each gas channel's local day so far (gateway/gas_days.py), and the records to write with the next commit
+    gas_days: dict[tuple[str, int], GasDay] = field(default_factory=dict)
+    _gas_pending: dict[tuple[str, int, date], GasDay] = field(default_factory=dict)
     health: dict[str, MeterHealth] = field(default_factory=dict)
     # damaged frames before any meter was seen: they go to the port's meter once it is known
     unattributed: Counter = field(default_factory=Counter)
@@ -232,7 +236,7 @@ class Pipeline:
             key = (r.meter_id, m.channel)
             g = self.channel_gates.get(key)
             if g is None:
-                g = self.channel_gates[key] = ChannelGate(r.meter_id, m.channel, m.kind, self.flow_limits)
+                g = self.channel_gates[key] = self._channel_gate(r.meter_id, m)
             d = g.check(m, reading_time=r.time, now=now)
             for refusal in d.refused:
                 self._refuse_submeter(r.meter_id, refusal)
@@ -242,9 +246,31 @@ class Pipeline:
                     log.warning("submeter.reset_confirmed", extra={**ids, "value": d.accepted[0].value,
                                                                    "mbus_time": utc_iso(d.accepted[0].time)})
                 self._episode_ended(key, "submeter.refusals_ended", ids)
+                if g.kind == "gas" and _is_m3(g.last.unit) and hasattr(self.store, "tz"):
+                    self._gas_day(key, d.accepted, d.reset)
             if g.last is not None:
                 out.append(g.last)
         return r if tuple(out) == r.submeters else dataclasses.replace(r, submeters=tuple(out))
+
+    def _channel_gate(self, meter_id: str, m: SubMeterReading) -> ChannelGate:
+        """A new channel's gate; a gas channel resumes from its last stored register (a glitch as the
+        first reading after a restart is then judged, not believed) and its day so far."""
+        last_day = getattr(self.store, "last_gas_day", None)
+        stored = last_day(meter_id, m.channel) if m.kind == "gas" and last_day is not None else None
+        if stored is None or stored.unit != m.unit:
+            return ChannelGate(meter_id, m.channel, m.kind, self.flow_limits)
+        self.gas_days[(meter_id, m.channel)] = stored
+        return ChannelGate.resume(meter_id, self.flow_limits,
+                                  SubMeterReading(m.channel, m.kind, stored.last_m3, stored.unit, stored.last_time))
+
+    def _gas_day(self, key: tuple[str, int], accepted: list[SubMeterReading], reset: bool) -> None:
+        """The channel's day record after newly accepted captures: written with the next commit (a new
+        capture every 5 minutes or hour, so the card sees no write per telegram)."""
+        day = self.gas_days.get(key)
+        for i, m in enumerate(accepted):
+            day = advance(day, key[0], m, reset=reset and i == 0, tz=self.store.tz)
+            if day is not None:  # each day's last state, also that of a day just ended
+                self.gas_days[key] = self._gas_pending[(*key, day.day)] = day
 
     def _refuse_submeter(self, meter_id: str, refusal: SubRefusal) -> None:
         m = refusal.reading
@@ -260,14 +286,19 @@ class Pipeline:
     # -- commits ---------------------------------------------------------------------------------
 
     def flush(self) -> list[QuarterHour]:
-        """Commit whatever closed quarter-hours are waiting (end of a replay, retry after a failure)."""
+        """Commit whatever closed quarter-hours (and gas days) are waiting (end of a replay, shutdown,
+        retry after a failure)."""
         with self._lock:
-            return self._commit_locked() if self._pending else []
+            return self._commit_locked() if self._pending or self._gas_pending else []
 
     def _commit_locked(self) -> list[QuarterHour]:
         batch = list(self._pending)
+        gas = list(self._gas_pending.values())
         try:
-            self.store.commit_quarter_hours(batch)
+            if gas:
+                self.store.commit_quarter_hours(batch, gas_days=gas)
+            else:
+                self.store.commit_quarter_hours(batch)
         except Exception as exc:  # sqlite3 errors, disk full: keep them, retry on the next reading
             if not self._commit_failing:
                 log.error("store.commit_failed", extra={"pending": len(batch), "error": str(exc)})
@@ -277,6 +308,7 @@ class Pipeline:
             log.info("store.commit_recovered", extra={"committed": len(batch)})
             self._commit_failing = False
         self._pending.clear()
+        self._gas_pending.clear()
         self.committed += len(batch)
         if not self.batch:
             for qh in batch:
@@ -286,7 +318,7 @@ class Pipeline:
                            "export_wh": qh.export_wh, "quality": qh.quality.value,
                            **({"flags": ",".join(qh.flags)} if qh.flags else {})},
                 )
-        if self.on_commit is not None:
+        if self.on_commit is not None and batch:
             self.on_commit(batch)
         return batch
 
@@ -310,3 +342,7 @@ class Pipeline:
         now = time.monotonic() if now_monotonic is None else now_monotonic
         ages = [now - h.last_accepted_monotonic for h in self.health.values() if h.last_accepted_monotonic]
         return min(ages) if ages else None
+
+
+def _is_m3(unit: str) -> bool:
+    return unit.strip().lower() in ("m3", "m³")

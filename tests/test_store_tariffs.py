@@ -86,4 +86,4 @@ def test_migration_recomputes_the_split_from_kept_quarter_hours_and_leaves_prune
         assert d4.import_by_tariff == more[0].import_by_tariff
         assert s.monthly_totals("m1")[0].import_by_tariff is None
     with sqlite3.connect(path) as c:
-        assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3  # on through gas_days

@@ -28,6 +28,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from gateway.gas_days import GasDay
 from gateway.logs import get_logger
 from gateway.model import Quality, QuarterHour
 from gateway.store import schema
@@ -35,6 +36,7 @@ from gateway.store.allocations import AllocationsMixin
 from gateway.store.outbox import OutboxMixin
 from gateway.store.retention import DEFAULT_MIN_FREE_BYTES, RetentionMixin
 from gateway.store.schema import (
+    GAS_DAYS_COLUMNS,
     _ADDITIVE,
     _COLUMN_NAMES,
     _COLUMNS,
@@ -210,8 +212,9 @@ class Store(OutboxMixin, AllocationsMixin, RetentionMixin):
 
     # -- committing ------------------------------------------------------------------------------
 
-    def commit_quarter_hours(self, qhs: Sequence[QuarterHour]) -> int:
-        """Commit closed quarter-hours in one transaction; return how many were new.
+    def commit_quarter_hours(self, qhs: Sequence[QuarterHour], gas_days: Sequence[GasDay] = ()) -> int:
+        """Commit closed quarter-hours in one transaction; return how many were new. ``gas_days``: the
+        gas channels' day records changed since the last commit, upserted in the same transaction.
 
         A quarter-hour already stored identically is a no-op (a restarted daemon may offer it
         again). One that disagrees with the stored one is kept out, logged as a warning and recorded
@@ -221,7 +224,7 @@ class Store(OutboxMixin, AllocationsMixin, RetentionMixin):
         fails; in both cases nothing of the batch is committed.
         """
         rows = [encode(qh) for qh in qhs]
-        if not rows:
+        if not rows and not gas_days:
             return 0
         now = int(datetime.now(timezone.utc).timestamp())
         new = 0
@@ -251,6 +254,10 @@ class Store(OutboxMixin, AllocationsMixin, RetentionMixin):
                         "INSERT OR IGNORE INTO outbox (sink, meter_id, start, enqueued_at) VALUES (?,?,?,?)",
                         (sink, row[0], row[1], now),
                     )
+            for g in gas_days:
+                c.execute(f"INSERT OR REPLACE INTO gas_days ({GAS_DAYS_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                          (g.meter_id, g.channel, g.day.isoformat(), g.unit, g.first_m3, int(g.first_time.timestamp()),
+                           g.last_m3, int(g.last_time.timestamp()), g.segment_start_m3, g.earlier_m3, g.resets))
         for offered, stored in conflicts:
             differs = [n for n, a, b in zip(_COLUMN_NAMES, offered, stored, strict=True) if a != b]
             log.warning(
@@ -375,6 +382,34 @@ class Store(OutboxMixin, AllocationsMixin, RetentionMixin):
     def _has_split(self, table: str) -> bool:
         with self._lock:
             return any(r[1] == "import_by_tariff" for r in self._conn.execute(f"PRAGMA table_info({table})"))
+
+    def gas_days(self, meter_id: str, start: date, end: date, channel: int | None = None) -> list[GasDay]:
+        """A meter's gas day records, local days ``start <= day < end``, by day then channel; none
+        from a store the daemon has not migrated yet (the web service reads it as it is)."""
+        sql = f"SELECT {GAS_DAYS_COLUMNS} FROM gas_days WHERE meter_id = ? AND day >= ? AND day < ?"
+        args: list = [meter_id, start.isoformat(), end.isoformat()]
+        if channel is not None:
+            sql += " AND channel = ?"
+            args.append(channel)
+        try:
+            with self._lock:
+                rows = self._conn.execute(sql + " ORDER BY day, channel", args).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                raise
+            return []
+        return [GasDay(m, ch, date.fromisoformat(d), u, f, _from_seconds(ft), lm, _from_seconds(lt), seg, early, resets)
+                for m, ch, d, u, f, ft, lm, lt, seg, early, resets in rows]
+
+    def last_gas_day(self, meter_id: str, channel: int) -> GasDay | None:
+        """A gas channel's latest day record: where a restarted daemon resumes its gate and its day."""
+        with self._lock:
+            row = self._conn.execute("SELECT day FROM gas_days WHERE meter_id = ? AND channel = ? ORDER BY day DESC"
+                                     " LIMIT 1", (meter_id, channel)).fetchone()
+        if row is None:
+            return None
+        day = date.fromisoformat(row[0])
+        return self.gas_days(meter_id, day, day + timedelta(days=1), channel)[0]
 
     def conflicts(self) -> list[Conflict]:
         """Duplicates that disagreed with what was committed, oldest first."""

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 from gateway.model import QUARTER, Quality, QuarterHour
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _QUARTER_S = int(QUARTER.total_seconds())
 _CHUNK = 500  # ids per statement, well below SQLite's bound-variable limit
 
@@ -163,8 +163,35 @@ def _v2_tariff_split(c: sqlite3.Connection) -> None:
         )
 
 
+def _v3_gas_days(c: sqlite3.Connection) -> None:
+    """Gas per local day (gateway/gas_days.py): each gas channel's first and last accepted register of
+    the day with their MBus capture times, and what a confirmed reset (meter exchange) split off.
+    Nothing to recompute: the registers were never stored before, the table fills from now on."""
+    c.execute(GAS_DAYS_TABLE)
+
+
+GAS_DAYS_TABLE = """
+CREATE TABLE gas_days (
+    meter_id TEXT NOT NULL,              -- the grid meter relaying the MBus channel
+    channel INTEGER NOT NULL,            -- MBus channel (0-n:24.2.1: n)
+    day TEXT NOT NULL,                   -- local day of the capture time, YYYY-MM-DD
+    unit TEXT NOT NULL,
+    first_m3 REAL NOT NULL,              -- the day's first accepted register and its capture time
+    first_time INTEGER NOT NULL,         -- UNIX seconds, UTC
+    last_m3 REAL NOT NULL,               -- the day's last accepted register
+    last_time INTEGER NOT NULL,
+    segment_start_m3 REAL NOT NULL,      -- first_m3, or the first register after the day's last reset
+    earlier_m3 REAL NOT NULL,            -- used in the day's segments a confirmed reset closed
+    resets INTEGER NOT NULL,             -- confirmed resets (meter exchanges) in the day
+    PRIMARY KEY (meter_id, channel, day)
+) WITHOUT ROWID
+"""
+GAS_DAYS_COLUMNS = ("meter_id, channel, day, unit, first_m3, first_time, last_m3, last_time, segment_start_m3,"
+                    " earlier_m3, resets")
+
+
 # MIGRATIONS[n] upgrades a database from user_version n to n + 1, inside the opening transaction.
-MIGRATIONS: dict[int, Migration] = {1: _v2_tariff_split}
+MIGRATIONS: dict[int, Migration] = {1: _v2_tariff_split, 2: _v3_gas_days}
 
 
 class StoreError(Exception):
