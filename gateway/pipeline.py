@@ -242,9 +242,10 @@ class Pipeline:
                 self._refuse_submeter(r.meter_id, refusal)
             if d.accepted:
                 ids = {"meter": r.meter_id, "channel": m.channel, "kind": g.kind}
-                if d.reset:
-                    log.warning("submeter.reset_confirmed", extra={**ids, "value": d.accepted[0].value,
-                                                                   "mbus_time": utc_iso(d.accepted[0].time)})
+                if d.reset or d.clock_step:
+                    log.warning("submeter.change_confirmed", extra={
+                        **ids, "change": "reset" if d.reset else "clock_step", "value": d.accepted[0].value,
+                        "mbus_time": utc_iso(d.accepted[0].time)})
                 self._episode_ended(key, "submeter.refusals_ended", ids)
                 if g.kind == "gas" and _is_m3(g.last.unit) and hasattr(self.store, "tz"):
                     self._gas_day(key, d.accepted, d.reset)

@@ -12,7 +12,8 @@ electricity gate's rules (gateway/plausibility.py) applied to the channel's regi
   bound for other kinds unless configured (``sources[].max_flow``, per kind, in the channel's unit
   per hour);
 - a drop, a step or a capture time going backwards (``time_jump``) is *held*, and believed (a meter
-  exchange or reset, ``reset``) once ``confirm`` consistent readings continue it; an honest reading
+  exchange or reset, ``reset``; a clock corrected backwards, ``clock_step``) once ``confirm``
+  consistent readings continue it: no state refuses an honest stream for ever. An honest reading
   continuing the last accepted one discards the held ones, each counted as refused;
 - a capture time ahead of a synchronised Pi clock by more than the clock tolerance is ``future``;
   one far *behind* is not an error (a sub-meter whose radio link is lost keeps its last capture);
@@ -43,7 +44,7 @@ from gateway.plausibility import DEFAULT_CLOCK_TOLERANCE_S, DEFAULT_CONFIRM, Lim
 
 # in the channel's unit per hour (m³/h): a G6 gas meter's Qmax; a Q3 4 m³/h water meter, with margin
 DEFAULT_MAX_FLOW: Mapping[str, float] = MappingProxyType({"gas": 10.0, "water": 5.0})
-_SCALE = 1000  # registers judged in thousandths of their unit: DSMR writes MBus values with 3 decimals
+_SCALE = 1000  # registers judged to a thousandth of their unit (dm³): DSMR writes MBus values with 3 decimals
 _NO_BOUND = 1e15  # per hour, in thousandths: no step bound (heat, cold, other kinds)
 _NO_JUMP_S = 10 * 366 * 86400.0  # a gap between captures is never an error by itself (hourly, link lost)
 
@@ -88,10 +89,12 @@ class SubRefusal:
 @dataclass(slots=True)
 class SubDecision:
     """The channel's readings now accepted (in order), whether the first of them starts a new register
-    (a confirmed exchange or reset), the refusals settled, and whether the reading is held."""
+    (a confirmed exchange or reset) or follows a capture clock moved back, the refusals settled, and
+    whether the reading is held."""
 
     accepted: list[SubMeterReading] = field(default_factory=list)
     reset: bool = False
+    clock_step: bool = False  # the first of them follows a confirmed capture clock moved back
     refused: list[SubRefusal] = field(default_factory=list)
     held: bool = False
 
@@ -163,6 +166,7 @@ class ChannelGate:
             d.refused.append(SubRefusal(SubReason(r.reason.value), r.reading.submeters[0], r.detail))  # type: ignore[union-attr]
         for r, change in decision.accepted:
             d.reset = d.reset or (not d.accepted and change.reset)
+            d.clock_step = d.clock_step or (not d.accepted and change.clock_step)
             d.accepted.append(r.submeters[0])
         if d.accepted:
             self.last = d.accepted[-1]

@@ -7,18 +7,20 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import date, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
+from gateway.gas_days import GasDay
 from gateway.model import SubMeterReading
 from services.node.web.app import STATIC
 from services.node.web.figures import Prices
 from services.node.web.page import load_texts, pick_language
 from tests.axe import describe, run_axe, zoom
 from tests.browser import Browser
-from tests.web_harness import T0, WebRig
+from tests.web_harness import METER, T0, WebRig
 
 ART = Path(__file__).resolve().parents[1] / "artifacts"
 
@@ -30,6 +32,9 @@ def rig():
     r = WebRig(prices=Prices(0.32, 0.15, grid_eur_kwh_by_tariff={"2": 0.27}), tariffs=("1", "2"),
                tariff_names={"1": "day", "2": "night"})
     r.submeters = (SubMeterReading(1, "gas", 1234.5, "m3", T0), SubMeterReading(2, "water", 56.789, "m3", T0))
+    # the gas meter's day before (last read 31 May 23:00): 1 June used 1234.5 - 1232.25 = 2.25 m3
+    r.store.commit_quarter_hours([], gas_days=[GasDay(METER, 1, date(2026, 5, 31), "m3", 1230.0, T0 - timedelta(hours=32),
+                                                      1232.25, T0 - timedelta(hours=11), 1230.0)])
     r.feed(0, import_w=600)
     r.feed_quarter_hours(4, import_w=900)  # 10:00-11:00 in Brussels: 900 Wh imported, tariff 1
     r.tariff = "2"
@@ -43,6 +48,7 @@ def rig():
 GAS = {"fr": ("Index gaz\n1 234,500 m³\nrelevé : 10:00", "56,789 m³"),
        "nl": ("Meterstand gas\n1.234,500 m³\ngemeten: 10:00", "56,789 m³"),
        "en": ("Gas register\n1,234.500 m³\nread 10:00", "56.789 m³")}
+GAS_USED = {"fr": "Gaz\n2,25 m³", "nl": "Gas\n2,25 m³", "en": "Gas\n2.25 m³"}
 TARIFFS = {"fr": "Jour (réseau)\n0,9 kWh · 0,29 €", "nl": "Nacht (net)\n0 kWh · € 0,00", "en": "Day (grid)\n0.9 kWh · €0.29"}
 
 
@@ -81,6 +87,7 @@ def test_axe_finds_nothing_on_the_page_in_three_languages_zoomed_and_dark(rig):
             # the history's grid energy and euros per tariff, named in the page's language
             totals = b.js("document.getElementById('h-totals').innerText").replace("\xa0", " ")
             assert TARIFFS[lang] in totals, totals
+            assert GAS_USED[lang] in totals, totals  # the day's gas, in the page's numbers and words
             b.screenshot(ART / f"web-a11y-{lang}.png")
         # the live chip: white on a green of at least 4.5:1 (was 3.45:1)
         bg = b.js("getComputedStyle(document.getElementById('status')).backgroundColor")

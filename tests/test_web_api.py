@@ -361,3 +361,42 @@ def test_history_prices_grid_energy_per_tariff_from_quarter_hours_and_the_stores
         assert day[10]["grid_cost_by_tariff_eur"] == {"1": 0.41, "2": 0.0}  # 10:00 local
     finally:
         rig.close()
+
+
+def test_history_gas_per_day_through_the_pipeline_store_and_uvicorn():
+    """Hourly gas captures (DSMR 4) from 31 May 00:00 to 2 June 06:00 (Brussels), 0.25 m3 an hour, fed
+    through the real pipeline (the daemon keeps the day records) and read by the real web service:
+    31 May has no day before (partial, 23 h x 0.25 = 5.75), 1 June counts from 31 May's last capture
+    (24 x 0.25 = 6.00, whole), 2 June 6 x 0.25 + the capture at midnight = 1.75."""
+    from datetime import UTC, datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    from gateway.model import SubMeterReading
+
+    rig = WebRig()
+    try:
+        rig.t = datetime(2026, 5, 31, 0, 0, tzinfo=ZoneInfo("Europe/Brussels")).astimezone(UTC) - timedelta(hours=1)
+        for h in range(55):
+            capture = rig.t + timedelta(hours=1)
+            rig.submeters = (SubMeterReading(1, "gas", 1000 + 0.25 * h, "m3", capture),
+                             SubMeterReading(2, "water", 50 + 0.01 * h, "m3", capture))  # water is not gas
+            rig.feed(3600, import_w=400)
+        rig.pipeline.flush()
+        day = rig.get("/api/v1/history?period=day&at=2026-06-01")
+        assert (day["totals"]["gas_m3"], day["totals"]["gas_partial"]) == (6.0, False)
+        assert {b["gas_m3"] for b in day["buckets"]} == {None}  # a day by hour: the day's total only
+        first = rig.get("/api/v1/history?period=day&at=2026-05-31")["totals"]
+        assert (first["gas_m3"], first["gas_partial"]) == (5.75, True)
+        week = rig.get("/api/v1/history?period=week&at=2026-06-03")  # Monday 1 June
+        assert [b["gas_m3"] for b in week["buckets"]] == [6.0, 1.75, None, None, None, None, None]
+        assert (week["totals"]["gas_m3"], week["totals"]["gas_partial"]) == (7.75, False)
+        month = rig.get("/api/v1/history?period=month&at=2026-05-10")
+        assert month["buckets"][30]["gas_m3"] == 5.75 and month["buckets"][30]["gas_partial"] is True
+        assert (month["totals"]["gas_m3"], month["totals"]["gas_partial"]) == (5.75, True)
+        year = rig.get("/api/v1/history?period=year&at=2026-06-01")
+        assert [b["gas_m3"] for b in year["buckets"]][4:6] == [5.75, 7.75] and year["buckets"][0]["gas_m3"] is None
+        assert (year["totals"]["gas_m3"], year["totals"]["gas_partial"]) == (13.5, True)
+        empty = rig.get("/api/v1/history?period=week&at=2026-07-01")["totals"]
+        assert (empty["gas_m3"], empty["gas_partial"]) == (None, False)
+    finally:
+        rig.close()

@@ -27,6 +27,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from gateway.dates import DateInputError, check_day, parse_day, parse_instant
+from gateway.gas_days import gas_per_day
 from gateway.logs import get_logger
 from services.signal import Alert
 from services.node.web.figures import allocation_view, period_bounds, quarter_hours_view
@@ -230,6 +231,9 @@ def create_app(service: WebService) -> FastAPI:
         ``import_by_tariff_wh``, ``grid_import_by_tariff_wh`` and ``grid_cost_by_tariff_eur`` per meter
         tariff where the store knows the split (null where retention pruned it before), priced with
         ``web.grid_price_eur_kwh_by_tariff`` (the single price for a tariff without its own).
+        ``gas_m3``: gas used per day or month bucket and in the totals (a day: the totals only), from the
+        MBus gas register (gateway/gas_days.py); null where unknown, ``gas_partial`` where a day counted
+        lacks the day before or had a meter exchange.
         ``previous``/``next``: a date in the neighbouring period. Bad parameters: 422 naming the field."""
         day = _in_range(at, "at") or service.today()
         tz = service.state.tz
@@ -265,10 +269,13 @@ def create_app(service: WebService) -> FastAPI:
         qh_tariffs = ({q.start: q.import_by_tariff for q in period_qhs(meter_id)}
                       if meter_id is not None and any(shared.values()) else None)
         prod_meter = s.production_meter_id
+        # the day before the period too: a day's gas counts from the last capture of the day before
+        gas = gas_per_day(service.history.gas_days(meter_id, sp.start.date() - timedelta(days=1), sp.end.date())
+                          ) if meter_id else {}
         return history_view(sp, tz=tz, meter_id=meter_id, energy=energy_of(meter_id), shared=shared,
                             production=energy_of(prod_meter) if prod_meter else None, prices=s.prices,
                             basis="operation" if member else "own_meter", qh_tariffs=qh_tariffs,
-                            tariff_names=s.tariff_names)
+                            tariff_names=s.tariff_names, gas=gas)
 
     @app.get(f"{API}/health", summary="Is the gateway feeding this service, is the store readable")
     def health() -> dict:

@@ -16,6 +16,7 @@ from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from gateway.gas_days import GasDay
 from gateway.logs import get_logger
 from gateway.model import QuarterHour
 from gateway.store import SCHEMA_VERSION, Allocation, DailyTotal, MonthlyTotal, Store, StoreError
@@ -114,6 +115,11 @@ class History:
         """Local months ``"YYYY-MM"``, ``start <= month < end`` (the history's years)."""
         s = self.store()
         return s.monthly_totals(meter_id=meter_id, start=start, end=end) if s is not None else []
+
+    def gas_days(self, meter_id: str, start: date, end: date) -> list[GasDay]:
+        """The grid meter's gas day records, local days ``start <= day < end`` (none before schema 3)."""
+        s = self.store()
+        return s.gas_days(meter_id, start, end) if s is not None else []
 
     def allocations(self, operation: str, start: datetime, end: datetime) -> list[Allocation]:
         """This member's allocations in [start, end) as the daemon stored them from the community

@@ -21,6 +21,7 @@ from datetime import date, datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
+from gateway.gas_days import GasUse
 from gateway.store import add_split
 from services.node.web.figures import Prices, local_midnight
 from services.node.web.state import iso
@@ -152,6 +153,7 @@ def history_view(
     sp: Span, *, tz: ZoneInfo, meter_id: str | None, energy: Iterable[Energy], shared: Mapping[datetime, int],
     production: Iterable[Energy] | None, prices: Prices, basis: str,
     qh_tariffs: Mapping[datetime, Mapping[str, int]] | None = None, tariff_names: Mapping[str, str] | None = None,
+    gas: Mapping[date, GasUse] | None = None,
 ) -> dict:
     """``GET /api/v1/history``: one row per bucket and the period's totals.
 
@@ -160,7 +162,10 @@ def history_view(
     used of its own panels) only with a production meter; ``consumption_wh`` = import +
     self-consumption, the home's use whatever its source. ``import_by_tariff_wh`` and
     ``grid_import_by_tariff_wh`` (import - shared) and ``grid_cost_by_tariff_eur`` where the split is known;
-    ``qh_tariffs``: each quarter-hour's import per tariff, to take shared energy off its tariff."""
+    ``qh_tariffs``: each quarter-hour's import per tariff, to take shared energy off its tariff.
+    ``gas``: gas used per local day (gateway/gas_days.py), as ``gas_m3`` per day or month bucket and in
+    the totals (a day period: in the totals only), null where unknown, ``gas_partial`` where a day counted
+    is not whole."""
     n = len(sp.buckets)
     imp, exp, est, sh = [0] * n, [0] * n, [0] * n, [0] * n
     imp_t: list[Split] = [{} for _ in range(n)]
@@ -231,6 +236,11 @@ def history_view(
         total_sh_t = add_split(total_sh_t, sh_t[i])
     total = row(None, None, sum(imp), sum(exp), sum(r["shared_wh"] for r in rows),
                 None if prod is None else sum(prod), sum(est), any(seen), total_imp_t, total_exp_t, total_sh_t, total_cost)
+    gas = gas or {}
+    for i, r in enumerate(rows):
+        r["gas_m3"], r["gas_partial"] = _gas_of(gas, _bucket_days(sp, i))
+    total["gas_m3"], total["gas_partial"] = _gas_of(gas, [d for i in range(n) for d in _bucket_days(sp, i)]
+                                                    if sp.period != "day" else [sp.start.date()])
     return {
         "period": sp.period, "label": sp.label, "from": iso(sp.start), "to": iso(sp.end), "timezone": tz.key,
         "meter_id": meter_id, "basis": basis, "provisional": True,
@@ -240,3 +250,22 @@ def history_view(
         "previous": sp.prev.isoformat(), "next": sp.next.isoformat(),
         "buckets": rows, "totals": total,
     }
+
+
+def _bucket_days(sp: Span, i: int) -> list[date]:
+    """The local days a bucket holds: its day (week, month), its month's days (year), none (a day's hours)."""
+    if sp.period == "day":
+        return []
+    first = sp.buckets[i].date()
+    if sp.period != "year":
+        return [first]
+    nxt = _add_months(first, 1)
+    return [first + timedelta(days=k) for k in range((nxt - first).days)]
+
+
+def _gas_of(gas: Mapping[date, GasUse], days: Iterable[date]) -> tuple[float | None, bool]:
+    """m³ used over these days (None when none is known) and whether any of them is partial."""
+    uses = [gas[d] for d in days if d in gas]
+    if not uses:
+        return None, False
+    return round(sum(u.m3 for u in uses), 3), any(u.partial for u in uses)

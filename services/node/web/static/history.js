@@ -26,6 +26,8 @@
     if (w === null || w === undefined) return "–";
     return Math.abs(w) >= 1000 ? num(w / 1000, 2) + " kW" : num(Math.round(w), 0) + " W";
   }
+  // gas in m³ with the meter's resolution (1 dm³), in the page's locale
+  const m3 = (x) => (x === null || x === undefined ? "–" : num(x, 3) + " m³");
   const euro = (x) => (x === null || x === undefined ? "–" : x.toLocaleString(locale(), { style: "currency", currency: "EUR" }));
   const pct = (x) => (x === null || x === undefined || !isFinite(x) ? "–" : num(Math.round(x * 100), 0) + " %");
   const dayOf = (iso) => new Date(iso);  // an instant; shown in the node's time zone
@@ -159,6 +161,9 @@
         items.push([t("history.tariff_grid", { name: tariffName(d, k) }), kwh(split[k]) + eur]);
       }
     }
+    // gas used (the MBus gas meter's register, day by day); flagged where a day is not whole
+    if (tot.gas_m3 !== null && tot.gas_m3 !== undefined)
+      items.push([t("history.gas"), m3(tot.gas_m3) + (tot.gas_partial ? " (" + t("history.gas_partial") + ")" : "")]);
     const dl = $("h-totals");
     dl.innerHTML = "";
     for (const [k, v] of items) {
@@ -185,6 +190,7 @@
     let text = t("history.tooltip", { t: bucketLabel(d, r, false), imp: kwh(r.import_wh), exp: kwh(r.export_wh), sh: kwh(r.shared_wh) });
     if (r.production_wh !== null) text += " · " + t("history.production").toLowerCase() + " " + kwh(r.production_wh);
     if (r.grid_cost_eur !== null) text += " · " + euro(r.grid_cost_eur + (r.shared_cost_eur || 0));
+    if (r.gas_m3 !== null && r.gas_m3 !== undefined) text += " · " + t("history.gas").toLowerCase() + " " + m3(r.gas_m3);
     tip.textContent = text;
     tip.hidden = false;
     const frac = (i + 0.5) / d.buckets.length;

@@ -21,6 +21,7 @@ window.QUARTIER_I18N_PAGE = {
                 "own_share": "Part de votre production",
                 "tooltip": "{t} · prélevé {imp} · injecté {exp} · partagé {sh}", "estimated": "dont estimé",
                 "tariff_grid": "{name} (réseau)", "tariff_n": "Tarif {n}",
+                "gas": "Gaz", "gas_partial": "partiel : relevés manquants ou compteur remplacé",
                 "tariffs": {"day": "Jour", "night": "Nuit", "low": "Heures creuses", "normal": "Heures pleines"}}
   },
   "nl": {
@@ -42,6 +43,7 @@ window.QUARTIER_I18N_PAGE = {
                 "own_share": "Aandeel van uw productie",
                 "tooltip": "{t} · afname {imp} · injectie {exp} · gedeeld {sh}", "estimated": "waarvan geschat",
                 "tariff_grid": "{name} (net)", "tariff_n": "Tarief {n}",
+                "gas": "Gas", "gas_partial": "onvolledig: ontbrekende metingen of meter vervangen",
                 "tariffs": {"day": "Dag", "night": "Nacht", "low": "Dal", "normal": "Normaal"}}
   },
   "en": {
@@ -63,6 +65,7 @@ window.QUARTIER_I18N_PAGE = {
                 "own_share": "Share of your production",
                 "tooltip": "{t} · import {imp} · export {exp} · shared {sh}", "estimated": "estimated",
                 "tariff_grid": "{name} (grid)", "tariff_n": "Tariff {n}",
+                "gas": "Gas", "gas_partial": "partial: readings missing or meter replaced",
                 "tariffs": {"day": "Day", "night": "Night", "low": "Low", "normal": "Normal"}}
   }
 };
