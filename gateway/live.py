@@ -12,8 +12,9 @@ client of a Unix domain socket in its runtime dir (``live.sock``):
   "export_w", "voltage_v", "current_a"}], "submeters": [{"channel", "kind", "value", "unit", "time"}]}``
   per reading (``time`` is the meter's clock, ``received`` the Pi's wall clock when the reading was
   fed; ``submeters`` are each MBus channel's last reading its plausibility gate accepted
-  (gateway/submeter_plausibility.py), never a refused or held value; ``role`` is ``grid``, ``production`` or ``consumption`` as the source's configuration says,
-  ``serial`` the meter's stable identity or null; registers per tariff in Wh, null when unknown);
+  (gateway/submeter_plausibility.py), never a refused or held value; ``role`` is ``grid``,
+  ``production`` or ``consumption`` as the source's configuration says, ``serial`` the meter's
+  stable identity or null; registers per tariff in Wh, null when unknown);
 - ``{"type": "quarter_hour", "meter_id", "start", "end", "import_wh", "export_wh", "quality",
   "flags"}`` for each closed quarter-hour, once it is committed to the local store.
 - with a community uplink, ``{"type": "operation", "received", "totals": {...}}`` with the
