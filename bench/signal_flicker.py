@@ -1,5 +1,6 @@
 """How often the consume-now light changes colour on the scripted day (demo/signal_day.py), per local
-hour, for the settings in use: `python bench/signal_flicker.py [--config quartier.toml] [--seed N]`."""
+hour, for the settings in use: `python bench/signal_flicker.py [--config quartier.toml] [--seed N]`;
+``--seeds N``: the worst cloudy hour of each of N different days of clouds (seeds 1..N)."""
 
 from __future__ import annotations
 
@@ -18,26 +19,30 @@ def settings_from(config: str | None) -> SignalSettings:
         return SignalSettings()
     from gateway.config import load_config
 
-    s = load_config(config).signal
-    return SignalSettings(green_enter_w=s.green_enter_w, green_exit_w=s.green_exit_w, red_enter_w=s.red_enter_w,
-                          red_exit_w=s.red_exit_w, hold_s=s.hold_s, max_hold_s=s.max_hold_s,
-                          stale_after_s=s.stale_after_s)
+    return SignalSettings.from_section(load_config(config).signal)
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--config", help="a node's quartier.toml (default: today's defaults)")
-    p.add_argument("--seed", type=int, default=18, help="the clouds' and appliances' seed (default 18, the test's)")
+    p.add_argument("--seed", type=int, default=18, help="the clouds' and appliances' seed (default 18)")
+    p.add_argument("--seeds", type=int, help="instead: the worst cloudy hour for seeds 1..N")
     args = p.parse_args(argv)
     s = settings_from(args.config)
+    cloudy = range(CLOUDY[0] // 3600, CLOUDY[1] // 3600)
+    if args.seeds:
+        worst = {seed: replay(scripted_day(seed), s).worst(cloudy) for seed in range(1, args.seeds + 1)}
+        print(f"worst cloudy hour per seed (target <= 4): {worst}")
+        print(f"over {args.seeds} days: max {max(worst.values())}, days above 4: {sum(w > 4 for w in worst.values())}")
+        return
     r = replay(scripted_day(args.seed), s)
     print(f"signal settings: green {s.green_enter_w:g}/{s.green_exit_w:g} W, red {s.red_enter_w:g}/{s.red_exit_w:g} W, "
-          f"hold {s.hold_s:g} s (up to {s.max_hold_s:g} s while flapping)")
+          f"hold {s.hold_s:g} s (up to {s.max_hold_s:g} s while flapping), "
+          f"at most {s.max_changes_per_hour or 'any number of'} changes an hour")
     print("hour  changes")
     for h, n in enumerate(r.changes_per_hour):
         mark = "  passing clouds" if CLOUDY[0] <= h * 3600 < CLOUDY[1] else ""
         print(f"{h:02d}h   {n:3d} {'#' * n}{mark}")
-    cloudy = range(CLOUDY[0] // 3600, CLOUDY[1] // 3600)
     print(f"worst cloudy hour: {r.worst(cloudy)} changes (target <= 4); day: {sum(r.changes_per_hour)} changes; "
           + ", ".join(f"{st.value} {r.states[st] / 3600:.1f} h" for st in State))
 

@@ -112,6 +112,7 @@ class SignalConfig(_Section):
     red_exit_w: float = 150
     hold_s: float = Field(default=120, ge=0, le=3600)  # minimum time a state is shown
     max_hold_s: float = Field(default=600, ge=0, le=3600)  # a flapping light's hold doubles up to this
+    max_changes_per_hour: int = Field(default=4, ge=0, le=60)  # in any rolling hour; 0: no budget
     stale_after_s: float = Field(default=30, gt=0)
 
     @model_validator(mode="after")
@@ -466,6 +467,7 @@ port = 8080
 green_enter_w = 500
 green_exit_w = 250
 hold_s = 120
+max_changes_per_hour = 4   # the light changes at most this often in any hour (0: no limit)
 
 [mqtt]                  # Home Assistant feed; mqtt.password goes in the secrets file
 enabled = false

@@ -137,3 +137,22 @@ def test_an_alert_is_red_for_exactly_its_duration(steps, start, length, s):
         assert (sig.reason.value == "reduce_now") == alert.active(i.now)
         if alert.active(i.now):
             assert sig.state is State.RED and sig.valid_until == alert.until
+
+
+@settings(max_examples=200, deadline=None)
+@given(steps=st.lists(st.tuples(st.floats(min_value=5, max_value=300), power), min_size=10, max_size=120),
+       s=signal_settings, n=st.integers(min_value=1, max_value=8), offset=st.floats(min_value=0, max_value=899))
+def test_no_rolling_hour_holds_more_changes_than_the_budget(steps, s, n, offset):
+    """Whatever the clouds do, at most ``max_changes_per_hour`` changes in any 60 minutes (issue 18's
+    target: 4), and a state the budget holds says until when, within the hour."""
+    s = replace(s, max_changes_per_hour=n)
+    tracker = SignalTracker(s)
+    sigs = [tracker.update(i) for i in inputs_for(steps, offset_s=offset)]
+    changes = [b.computed_at for a, b in zip(sigs, sigs[1:]) if b.state is not a.state]
+    for i, t in enumerate(changes):
+        assert sum(1 for u in changes[i:] if u - t < timedelta(hours=1)) <= n, changes
+    for sig in sigs:
+        if sig.held:
+            assert sig.held_until is not None
+            assert sig.computed_at < sig.held_until <= sig.computed_at + timedelta(hours=1)
+            assert sig.valid_until >= sig.held_until

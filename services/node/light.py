@@ -359,8 +359,7 @@ def _settings_from_config(args: argparse.Namespace) -> tuple[str | None, Path | 
         url = f"http://{host}:{cfg.web.port}/api/v1/signal"
         runtime_dir = cfg.daemon.runtime_dir
         s = cfg.web.signal
-        settings = SignalSettings(green_enter_w=s.green_enter_w, green_exit_w=s.green_exit_w, red_enter_w=s.red_enter_w,
-                                  red_exit_w=s.red_exit_w, hold_s=s.hold_s, stale_after_s=s.stale_after_s)
+        settings = SignalSettings.from_section(s)
     if args.url is not None:
         url = args.url or None
     if args.runtime_dir is not None:

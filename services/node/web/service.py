@@ -72,10 +72,7 @@ class WebSettings:
             operation=cfg.uplink.operation if cfg.uplink.enabled else None,
             member_id=cfg.uplink.pseudonym if cfg.uplink.enabled else None,
             production_meter_id=_production_meter(cfg),
-            signal=SignalSettings(
-                green_enter_w=s.green_enter_w, green_exit_w=s.green_exit_w, red_enter_w=s.red_enter_w,
-                red_exit_w=s.red_exit_w, hold_s=s.hold_s, max_hold_s=s.max_hold_s, stale_after_s=s.stale_after_s,
-            ),
+            signal=SignalSettings.from_section(s),
         )
 
 
