@@ -67,7 +67,10 @@ CABIN = DemoMember("cabine", "observer", 0.0, 9, "541448820000001099", "street c
 ALERT_AFTER = timedelta(minutes=30)
 ALERT_LEAD = timedelta(minutes=10)  # simulated: the least notice the running nodes get
 ALERT_MINUTES = 30
-ALERT_MESSAGE = "Pointe à la cabine de la rue : réduisez votre consommation maintenant (démo)"
+# as a Belgian operator writes to a bilingual street: the message is the operator's words, shown as
+# typed in every member's page (the headline and reason around it are in the member's language)
+ALERT_MESSAGE = ("Pointe à la cabine de la rue : réduisez maintenant (démo). "
+                 "Piek aan de straatcabine: verbruik nu minder (demo).")
 
 
 class DemoError(Exception):

@@ -352,12 +352,30 @@ def test_an_observer_meter_reports_but_never_enters_an_allocation(rig) -> None:
     ({"minutes": 10, "start": "2020-06-21T18:00:00+02:00"}, 422, "already be over"),
     ({"minutes": 10, "start": "tomorrow"}, 422, "start"),
     ({"minutes": 10, "colour": "red"}, 422, "colour"),
+    ({"minutes": 10, "start_local": "18:00"}, 422, "start_local"),
+    ({"minutes": 10, "start_local": "2027-03-28T02:30"}, 422, "start_local: 2027-03-28T02:30 does not exist in Europe/Brussels"),
+    ({"minutes": 10, "start_local": "2027-06-21T18:00", "start": "2027-06-21T18:00:00+02:00"}, 422, "not both"),
     ([1, 2], 422, "body"),
 ])
 def test_bad_alert_requests_get_a_4xx_with_a_message(rig, body, status, words) -> None:
     r = rig["api"].put("/api/v1/operations/op1/alert", json=body)
     assert r.status_code == status, r.text
     assert words in r.json()["detail"]
+
+
+def test_the_form_s_start_is_the_meters_wall_time_in_the_operation_s_zone(rig) -> None:
+    """The operator page sends the wall time typed (start_local): read in the operation's zone on the
+    meters' clock, never in the browser's zone; the list says what that clock reads now."""
+    listed = rig["api"].get("/api/v1/operations/op1/alerts").json()
+    assert listed["timezone"] == "Europe/Brussels"
+    now = datetime.fromisoformat(listed["now"])
+    assert now.utcoffset() in (timedelta(hours=1), timedelta(hours=2))
+    day = (now + timedelta(days=1)).date()
+    r = rig["api"].put("/api/v1/operations/op1/alert", json={"minutes": 10, "start_local": f"{day}T18:00"})
+    assert r.status_code == 200, r.text
+    start = datetime.fromisoformat(r.json()["start"])
+    assert start == datetime(day.year, day.month, day.day, 18, 0, tzinfo=BXL)
+    assert rig["api"].delete(f"/api/v1/operations/op1/alert?id={r.json()['id']}").status_code == 200
 
 
 def test_raising_needs_the_operator_token_and_a_known_operation(rig) -> None:
@@ -536,16 +554,18 @@ def test_the_operator_page_raises_lists_and_ends_alerts_in_three_languages(rig) 
 
     nodes = rig["nodes"]
     browser = Browser(width=1280, height=900)
-    labels = {"fr": ("Alertes collectives", "Lancer l'alerte", "en cours", "terminée"),
-              "nl": ("Collectieve oproepen", "Oproep versturen", "lopend", "beëindigd"),
-              "en": ("Collective alerts", "Raise the alert", "active", "ended")}
+    labels = {"fr": ("Alertes collectives", "Lancer l'alerte", "en cours", "terminée", "Heure des compteurs :"),
+              "nl": ("Collectieve oproepen", "Oproep versturen", "lopend", "beëindigd", "Tijd van de meters:"),
+              "en": ("Collective alerts", "Raise the alert", "active", "ended", "Meters' clock:")}
     try:
-        for lang, (title, button, active, ended) in labels.items():
+        for lang, (title, button, active, ended, clock) in labels.items():
             browser.navigate(rig["op_url"] + f"/?lang={lang}#token={TOKEN}")
             browser.wait_js("!document.getElementById('alerts').hidden && document.getElementById('a-op').value === 'op1'",
                             timeout=15, what=f"{lang}: the alert form")
             assert browser.js("document.querySelector('#alerts h2').textContent") == title
             assert browser.js("document.getElementById('a-raise').textContent") == button
+            browser.wait_js(f"document.getElementById('a-now').textContent.startsWith({json.dumps(clock)})",
+                            timeout=10, what=f"{lang}: the meters' clock beside the start field")
             browser.js(f"document.getElementById('a-message').value = {json.dumps('page ' + lang)}; "
                        "document.getElementById('a-minutes').value = '10'; document.getElementById('a-raise').click(); true")
             for name, n in nodes.items():

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from gateway.dates import DateInputError, check_day, parse_month
 from services.community.ledger import Ledger
@@ -47,7 +47,27 @@ class AlertRequest(BaseModel):
     minutes: int = Field(ge=1, le=1440)
     message: str = Field(default="", max_length=200)
     start: datetime | None = None  # ISO 8601 with a zone: a scheduled alert; default now
+    # or the wall time on the meters' clock in the operation's time zone, as the operator page's form
+    # gives it: the browser's own zone and clock are not the meters' (a demo runs on simulated time)
+    start_local: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}$")
     kind: Literal["reduce", "consume"] = "reduce"
+
+    @model_validator(mode="after")
+    def _one_start(self) -> AlertRequest:
+        if self.start is not None and self.start_local is not None:
+            raise ValueError("give start or start_local, not both")
+        return self
+
+
+def _wall_time(text: str, zone: str) -> datetime:
+    """``YYYY-MM-DDTHH:MM`` in ``zone``; ValueError for a time the clock skips (spring forward). In
+    the autumn's repeated hour, the first one (fold 0)."""
+    naive = datetime.fromisoformat(text)
+    z = ZoneInfo(zone)
+    at = naive.replace(tzinfo=z)
+    if at.astimezone(ZoneInfo("UTC")).astimezone(z).replace(tzinfo=None) != naive:
+        raise ValueError(f"start_local: {text} does not exist in {zone} (the clocks go forward)")
+    return at
 
 
 def _one_line(exc: ValidationError) -> str:
@@ -231,12 +251,15 @@ def create_app(roster: Roster, ledger: Ledger, tokens: list[str], server: Any = 
         srv = running()
         try:
             req = AlertRequest.model_validate(body)
+            start = _wall_time(req.start_local, o.timezone) if req.start_local is not None else req.start
         except ValidationError as exc:
             raise HTTPException(422, _one_line(exc)) from None
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
         from services.community.alerts import AlertInputError
 
         try:
-            rec = srv.raise_alert(op, kind=req.kind, message=req.message, minutes=req.minutes, start=req.start)
+            rec = srv.raise_alert(op, kind=req.kind, message=req.message, minutes=req.minutes, start=start)
         except AlertInputError as exc:
             raise HTTPException(422, str(exc)) from None
         now = datetime.fromtimestamp(srv.meter_clock(), ZoneInfo("UTC"))
@@ -266,7 +289,9 @@ def create_app(roster: Roster, ledger: Ledger, tokens: list[str], server: Any = 
         for r in records:
             eff = srv.alert_effect(op, r, records) if r.start <= now else None
             out.append(_alert_view(r, now, o.timezone, eff))
-        return {"baseline": BASELINE_RULE, "alerts": out}
+        # the meters' clock now, in the operation's zone: what the form's start is read against
+        return {"baseline": BASELINE_RULE, "alerts": out, "timezone": o.timezone,
+                "now": now.astimezone(ZoneInfo(o.timezone)).isoformat(timespec="seconds")}
 
     @app.get("/api/v1/stats", dependencies=[Depends(auth)])
     def stats() -> dict[str, Any]:
@@ -337,7 +362,7 @@ a{color:var(--recv)}:focus-visible{outline:3px solid var(--focus);outline-offset
 <form id=raise><label><span data-t=operation></span> <select id=a-op></select></label>
 <label><span data-t=kind></span> <select id=a-kind><option value=reduce data-t=reduce></option><option value=consume data-t=consume></option></select></label>
 <label><span data-t=minutes></span> <input id=a-minutes type=number min=1 max=1440 value=60 required></label>
-<label><span data-t=start></span> <input id=a-start type=datetime-local></label><br>
+<label><span data-t=start></span> <input id=a-start type=datetime-local aria-describedby=a-now></label> <small id=a-now class=clock></small><br>
 <label><span data-t=message></span> <input id=a-message maxlength=200 size=60></label>
 <button id=a-raise data-t=raise></button> <button type=button id=a-end data-t=end></button></form>
 <p id=a-msg role=status></p><div id=alert-list class=wrap></div></section>
@@ -428,6 +453,7 @@ const TX = {
     ended: 'Alerte terminée.', none: 'Aucune alerte.', status: 'statut', window: 'période', members: 'membres (kWh, réf., %)',
     observer: 'compteur observé (kWh, réf., %)', scheduled: 'programmée', active: 'en cours', expired: 'passée',
     'ended_s': 'terminée', observers: 'Compteurs observés', power: 'puissance', cancel: 'annuler',
+    meters_now: 'Heure des compteurs :',
     title: 'Quartier — communauté', token: "Jeton d'opérateur", open: 'Ouvrir', month: 'Mois', day: 'Jour', live: 'en direct à',
     pool: 'injection', consumption: 'consommation', signal: 'signal', reporting: 'membres rapportent', no_live: 'pas de données en direct',
     key: 'clé de répartition', online: 'membres en ligne', member: 'membre', role: 'rôle', last_qh: 'dernier quart d’heure',
@@ -443,6 +469,7 @@ const TX = {
     ended: 'Oproep beëindigd.', none: 'Geen oproepen.', status: 'status', window: 'periode', members: 'leden (kWh, ref., %)',
     observer: 'observatiemeter (kWh, ref., %)', scheduled: 'gepland', active: 'lopend', expired: 'voorbij',
     'ended_s': 'beëindigd', observers: 'Observatiemeters', power: 'vermogen', cancel: 'annuleren',
+    meters_now: 'Tijd van de meters:',
     title: 'Quartier — gemeenschap', token: 'Operatortoken', open: 'Openen', month: 'Maand', day: 'Dag', live: 'live om',
     pool: 'injectie', consumption: 'verbruik', signal: 'signaal', reporting: 'leden melden', no_live: 'geen live gegevens',
     key: 'verdeelsleutel', online: 'leden online', member: 'lid', role: 'rol', last_qh: 'laatste kwartier',
@@ -456,7 +483,7 @@ const TX = {
     minutes: 'Duration (min)', start: 'Start (empty: now)', message: 'Message', raise: 'Raise the alert',
     end: 'End the active alert', raised: 'Alert sent to every home.', ended: 'Alert ended.', none: 'No alerts.',
     status: 'status', window: 'window', members: 'members (kWh, baseline, %)', observer: 'observer meter (kWh, baseline, %)',
-    scheduled: 'scheduled', active: 'active', expired: 'past', 'ended_s': 'ended', observers: 'Observer meters',
+    scheduled: 'scheduled', active: 'active', expired: 'past', 'ended_s': 'ended', observers: 'Observer meters', meters_now: "Meters' clock:",
     power: 'power', cancel: 'cancel',
     title: 'Quartier — community', token: 'Operator token', open: 'Open', month: 'Month', day: 'Day', live: 'live at',
     pool: 'injection', consumption: 'consumption', signal: 'signal', reporting: 'members reporting', no_live: 'no live data',
@@ -495,16 +522,20 @@ const send = (method, p, body) => fetch(p, {method, headers: {Authorization: 'Be
   if (!r.ok) throw new Error(typeof j.detail === 'string' ? j.detail : r.status + ''); return j; });
 $('raise').onsubmit = e => { e.preventDefault();
   const body = {minutes: parseInt($('a-minutes').value), message: $('a-message').value, kind: $('a-kind').value};
-  if ($('a-start').value) body.start = new Date($('a-start').value).toISOString();
+  if ($('a-start').value) body.start_local = $('a-start').value;  // the meters' clock, the operation's zone
   send('PUT', `/api/v1/operations/${$('a-op').value}/alert`, body).then(() => { $('a-msg').textContent = tx('raised'); loadAlerts(); })
     .catch(err => $('a-msg').textContent = err.message); };
 $('a-end').onclick = () => send('DELETE', `/api/v1/operations/${$('a-op').value}/alert`)
   .then(() => { $('a-msg').textContent = tx('ended'); loadAlerts(); }).catch(err => $('a-msg').textContent = err.message);
-const when = s => s ? new Date(s).toLocaleString(LANG, {dateStyle: 'short', timeStyle: 'short'}) : '';
+let alertZone;  // the operation's time zone: alert times are shown as its meters' clocks read them
+const when = s => s ? new Date(s).toLocaleString(LANG, {dateStyle: 'short', timeStyle: 'short', timeZone: alertZone}) : '';
 const fig = (k, b, p) => k == null ? '–' : `${k} / ${b ?? '–'} / ${p == null ? '–' : (p > 0 ? '+' : '') + p + ' %'}`;
 async function loadAlerts() {
   const op = $('a-op').value; if (!op) return;
   const res = await get(`/api/v1/operations/${op}/alerts`);
+  alertZone = res.timezone;
+  $('a-now').textContent = tx('meters_now') + ' ' + when(res.now);
+  if (!$('a-start').value) $('a-start').min = res.now.slice(0, 16);
   $('alert-list').innerHTML = !res.alerts.length ? `<p>${tx('none')}</p>` :
     `<table class=alerts><tr><th>${tx('status')}</th><th>${tx('kind')}</th><th>${tx('window')}</th><th>${tx('message')}</th>
      <th>${tx('members')}</th><th>${tx('observer')}</th><th></th></tr>` + res.alerts.map(a => { const f = a.effect || {};
