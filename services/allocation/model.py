@@ -25,6 +25,7 @@ One file describes one community (and the coordinator it belongs to) with its sh
     share = 0.05                     # agreed share for the specific/mixed key (fraction of the pool)
     # round_shares = [0.7, 0.3]      # optional: a share per round, when shares differ per round
     max_power_w = 43648              # optional: the connection's maximum power (W); default 3 x 400 V x 63 A
+    # producer_vat = 0.21            # optional, a producer's: VAT on its credit (default "exempt")
     joined = 2026-03-15              # optional: member from this local day (default: from the beginning)
     left = 2026-10-01                # optional: no longer a member from this local day on (exclusive)
     shares = [{from = 2026-06-01, share = 0.08}]   # optional: agreed shares changed by decision
@@ -49,13 +50,13 @@ from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .errors import AllocationInputError
 from .flexible import FlexibleLoadSetting
 from .presets import resolve_rounds
 from .settings import SHARE_TOLERANCE, Settings
-from .terms import Advance, Billing, PriceVersion, check_prices
+from .terms import Advance, Billing, PriceVersion, check_prices, vat_rate, vat_setting
 
 # an observer is a meter watched without being a member (« compteur d'observation », the cabin or feeder
 # meter): provisioned and reporting like a member, never in an allocation
@@ -99,8 +100,24 @@ class Member(_Strict):
     supplier_energy_eur_kwh: Decimal | None = Field(None, ge=0, le=10)
     supplier_sharing_fee_eur_year: Decimal | None = Field(None, ge=0, le=10_000)
     advances: tuple[Advance, ...] = ()  # advances paid (acompte / voorschot), settled on the statement
+    # VAT on a producer's credit (statement): a household producer charges none ("exempt"), a
+    # VAT-registered one (a company, a cooperative) invoices the community its rate (0.21)
+    producer_vat: Decimal | Literal["exempt"] = "exempt"
     # flexible loads for ``quartier simulate`` (what following the signal is worth): allocation/flexible.py
     flexible: tuple[FlexibleLoadSetting, ...] = ()
+
+    @field_validator("producer_vat", mode="before")
+    @classmethod
+    def _producer_vat(cls, v: object, info: ValidationInfo) -> Decimal | str:
+        try:
+            return vat_setting(v)
+        except ValueError as exc:  # the path gives the member's place in the file; say which member too
+            raise ValueError(f"member {info.data.get('id', '?')!r}: {exc}") from None
+
+    @property
+    def producer_vat_rate(self) -> Decimal:
+        """The VAT rate on this producer's credit: 0 when exempt."""
+        return vat_rate(self.producer_vat)
 
     def active_on(self, day: date) -> bool:
         """Whether this is a member on that local day."""
@@ -221,6 +238,9 @@ def check_operation(op: Operation) -> None:
             field = "round_shares" if m.share is None and not m.shares else "share"
             who = "a producer-only member" if m.role == "producer" else "an observer meter"
             raise AllocationInputError(f"members[{i}].{field}", f"{who} receives nothing: remove its share")
+        if not m.produces and "producer_vat" in m.model_fields_set:
+            raise AllocationInputError(f"members[{i}].producer_vat", f"member {m.id!r} ({m.role}) shares no "
+                                       "production, remove producer_vat")
         if m.round_shares is not None and len(m.round_shares) != len(rounds):
             raise AllocationInputError(f"members[{i}].round_shares", f"{len(m.round_shares)} entries for {len(rounds)} rounds")
         if m.joined is not None and m.left is not None and m.left <= m.joined:

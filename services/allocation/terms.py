@@ -21,14 +21,41 @@ decimal form, ``0.0494`` stays ``0.0494``; a string such as ``"0.0494"`` is acce
 from __future__ import annotations
 
 from datetime import date
-from decimal import Decimal
-from typing import Literal
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from .errors import AllocationInputError
 
 MAX_PRICE = Decimal(10)  # EUR per kWh: anything above is a typo (c€ written as €, or Wh for kWh)
+VAT_HINT = 'a fraction (0.21 for 21 %) or "exempt"'
+
+
+def vat_setting(v: object) -> Decimal | str:
+    """A VAT setting as written: ``"exempt"`` (any case) or a rate as a fraction, 0 <= rate < 1.
+
+    One parser for the community's rate and a producer's, so both refuse ``21`` (a percentage) and
+    ``nan`` with the same one-line reason and a path without pydantic's union branch in it."""
+    if isinstance(v, str) and v.strip().lower() == "exempt":
+        return "exempt"
+    rate = None
+    if isinstance(v, (int, float, str, Decimal)) and not isinstance(v, bool):
+        try:
+            rate = Decimal(str(v).strip())  # a TOML float through its shortest decimal form: 0.21 stays 0.21
+        except InvalidOperation:
+            pass
+    if rate is None or not rate.is_finite() or not Decimal(0) <= rate < Decimal(1):
+        raise ValueError(VAT_HINT)
+    return rate
+
+
+VatSetting = Annotated[Decimal | Literal["exempt"], BeforeValidator(vat_setting)]
+
+
+def vat_rate(setting: Decimal | str) -> Decimal:
+    """The rate charged: 0 when exempt."""
+    return Decimal(0) if setting == "exempt" else Decimal(setting)
 
 
 class _Strict(BaseModel):
@@ -49,21 +76,7 @@ class PriceVersion(_Strict):
     shared_eur_kwh: Decimal = Field(ge=0, le=MAX_PRICE)
     producer_eur_kwh: Decimal = Field(Decimal(0), ge=0, le=MAX_PRICE)
     levies: tuple[Levy, ...] = ()
-    vat: Decimal | Literal["exempt"] = Decimal("0.21")
-
-    @field_validator("vat", mode="before")
-    @classmethod
-    def _vat(cls, v: object) -> object:
-        if isinstance(v, str) and v.strip().lower() == "exempt":
-            return "exempt"
-        return v
-
-    @field_validator("vat")
-    @classmethod
-    def _vat_range(cls, v: Decimal | str) -> Decimal | str:
-        if isinstance(v, Decimal) and not Decimal(0) <= v < Decimal(1):
-            raise ValueError('a fraction (0.21 for 21 %) or "exempt"')
-        return v
+    vat: VatSetting = Decimal("0.21")
 
     @model_validator(mode="after")
     def _levy_names(self) -> PriceVersion:
@@ -75,7 +88,7 @@ class PriceVersion(_Strict):
     @property
     def vat_rate(self) -> Decimal:
         """The VAT rate charged on members' lines: 0 when the community is exempt."""
-        return Decimal(0) if self.vat == "exempt" else Decimal(self.vat)
+        return vat_rate(self.vat)
 
 
 class Billing(_Strict):

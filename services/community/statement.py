@@ -12,8 +12,10 @@ facts). Per member:
 * money rule, the same on every line: ``amount = round(kWh × unit price)`` to the cent, half up,
   *once per line*; ``vat = round(amount × rate)`` to the cent, half up, per line; the member's
   ``vat_eur`` is the sum of its lines' VAT and ``total = total_excl_vat + vat`` (never recomputed
-  from a sum, so the lines add up to the totals an accountant sees). A producer's credit carries no
-  VAT (a household producer charges none);
+  from a sum, so the lines add up to the totals an accountant sees). A producer's credit carries the
+  producer's own VAT (``producer_vat``: none by default, as a household producer charges none; a
+  VAT-registered one's rate, its VAT negative like the credit), so a member that is both has two
+  rates on one statement, each line carrying its own;
 * advances (acompte / voorschot) paid in the period are deducted: ``balance = total − advances``.
   Positive: the member owes it; negative: the community owes it.
 * honest savings, when the member's supplier energy price is known: what the received kWh would have
@@ -96,6 +98,15 @@ class MemberStatement:
     @property
     def balance_eur(self) -> Decimal:
         return self.total_eur - self.advances_eur
+
+    def vat_by_rate(self) -> dict[Decimal, tuple[Decimal, Decimal]]:
+        """rate -> (amount excl. VAT, VAT) of the lines at that rate, lowest rate first: an invoice
+        states the VAT per rate, and a consumer-producer's statement can have two."""
+        out: dict[Decimal, tuple[Decimal, Decimal]] = {}
+        for ln in sorted(self.lines, key=lambda ln: ln.vat_rate):
+            base, vat = out.get(ln.vat_rate, (Decimal("0.00"), Decimal("0.00")))
+            out[ln.vat_rate] = (base + ln.amount_excl_vat_eur, vat + ln.vat_eur)
+        return out
 
     @property
     def basis(self) -> str:
@@ -215,7 +226,7 @@ def compute(op: Operation, first: date, last: date, provisional: Sequence[Energy
                 lines.append(_line(f"{levy.name}{suffix}", kwh, levy.eur_kwh, v.vat_rate, "levy", since))
         if inj:
             lines.append(_line(f"Shared injection (producer){suffix}", Decimal(inj) / KWH, Decimal(0) - v.producer_eur_kwh,
-                               Decimal(0), "producer", since))
+                               by_id[member].producer_vat_rate, "producer", since))
     for ms in members.values():
         m = by_id.get(ms.member)
         if m is None:

@@ -83,14 +83,22 @@ tr.total td { font-weight: bold; border-bottom: 0.6mm solid #111; }
 """
 
 
-def _eur(x: Decimal, lang: str) -> str:
-    s = f"{x:,.2f}"
-    return s if lang == "en" else s.replace(",", " ").replace(".", ",")
+NBSP = "\u00a0"  # between thousands and before %: a printed 1 234,567 kWh must not break after the 1
 
 
 def _num(x: Decimal, lang: str, places: int = 3) -> str:
     s = f"{x:,.{places}f}"
-    return s if lang == "en" else s.replace(",", " ").replace(".", ",")
+    return s if lang == "en" else s.replace(",", NBSP).replace(".", ",")
+
+
+def _eur(x: Decimal, lang: str) -> str:
+    return _num(x, lang, 2)
+
+
+def _rate(x: Decimal, lang: str) -> str:
+    """A VAT rate as a percentage with the digits it has (5.5 %, not 6 %)."""
+    s = f"{(x * 100).normalize():f}"
+    return (s if lang == "en" else s.replace(".", ",")) + f"{NBSP}%"
 
 
 def number(st: Statement, member: str) -> str:
@@ -111,8 +119,13 @@ def render_member(st: Statement, ms: MemberStatement, community: Community, op: 
         if " (from " in ln.label:
             label += f" ({t['from']} {ln.price_from.isoformat()})"
         rows.append(f"<tr><td>{e(label)}</td><td>{_num(ln.kwh, lang)}</td><td>{_num(ln.unit_price_eur, lang, 4)}</td>"
-                    f"<td>{ln.vat_rate * 100:.0f} %</td><td>{_eur(ln.amount_excl_vat_eur, lang)}</td>"
+                    f"<td>{_rate(ln.vat_rate, lang)}</td><td>{_eur(ln.amount_excl_vat_eur, lang)}</td>"
                     f"<td>{_eur(ln.vat_eur, lang)}</td></tr>")
+    by_rate = ms.vat_by_rate()
+    per_rate = "".join(  # the VAT per rate under the total, when the lines have two (a consumer-producer's)
+        f"<tr class=rate><td>{t['vat']}</td><td></td><td></td><td>{_rate(rate, lang)}</td>"
+        f"<td>{_eur(base, lang)}</td><td>{_eur(vat, lang)}</td></tr>" for rate, (base, vat) in by_rate.items()
+    ) if len(by_rate) > 1 else ""
     exempt = any(v.vat == "exempt" for v in op.prices)
     balance = ms.balance_eur
     saving = ""
@@ -137,7 +150,7 @@ def render_member(st: Statement, ms: MemberStatement, community: Community, op: 
 <table class=lines><tr><th>{t['item']}</th><th>{t['kwh']}</th><th>{t['unit']}</th><th>{t['vat']}</th>
 <th>{t['amount']}</th><th>{t['vat_amount']}</th></tr>{''.join(rows)}
 <tr class=total><td>{t['total_excl']} / {t['vat']}</td><td></td><td></td><td></td><td>{_eur(ms.total_excl_vat_eur, lang)}</td>
-<td>{_eur(ms.vat_eur, lang)}</td></tr></table>
+<td>{_eur(ms.vat_eur, lang)}</td></tr>{per_rate}</table>
 <p>{t['total']}: <b>{_eur(ms.total_eur, lang)} €</b> · {t['advances']}: {_eur(ms.advances_eur, lang)} €</p>
 <p class=balance>{t['balance_owed'] if balance >= 0 else t['balance_credit']}: {_eur(abs(balance), lang)} €</p>
 <p>{e(t['basis_' + ms.basis])}</p>{saving}
