@@ -580,6 +580,9 @@ def test_the_operator_page_raises_lists_and_ends_alerts_in_three_languages(rig) 
             browser.wait_js("document.querySelector('tr[data-observer=cabine] .power') && "
                             "document.querySelector('tr[data-observer=cabine] .power').textContent === '9000'",
                             timeout=15, what="the observer's live power")
+            # watched, not a member: no row (and no statement link) in the members' table, no chart bar
+            assert browser.js("document.querySelector('tr[data-member=cabine]') === null && "
+                              "!document.querySelector('svg.chart').textContent.includes('cabine')")
             browser.screenshot(ART / f"operator-alerts-{lang}.png")
             browser.js("document.getElementById('a-end').click(); true")
             for name, n in nodes.items():

@@ -405,12 +405,12 @@ async function load() {
     html += `<section class=op aria-labelledby="op-${esc(op.id)}"><h2 id="op-${esc(op.id)}">${esc(op.name || op.id)}</h2>
       <p class=facts><span>${tx('key')}: <b>${esc(op.key)}</b> (${esc(op.rounds.join(', '))})</span>
       <span class=online-count>${online}/${members.length} ${tx('online')}</span><span>${live}</span></p>` +
-      chart(op, mem, alloc, month) +
+      chart(op, members, alloc, month) +
       `<div class=wrap><table><caption class=clock>${tx('times')} (${esc(op.timezone)})</caption><tr><th scope=col>${tx('member')}</th><th scope=col>${tx('role')}</th>
       <th scope=col>${tx('status')}</th><th scope=col>${tx('last_qh')}</th><th scope=col>${tx('qh_of')} ${esc(longDay(day))}</th>
       <th scope=col>${tx('received')} ${esc(longMonth(month))} (Wh)</th><th scope=col>${tx('injection_shared')} (Wh)</th><th scope=col>${tx('provisional')} (Wh)</th>
       <th scope=col>${tx('difference')} (Wh)</th><th scope=col>${tx('refused')}</th><th scope=col>${tx('statement')}</th></tr>` +
-      mem.map(m => { const a = alloc.members[m.id] || {}, c = comp.members[m.id];
+      members.map(m => { const a = alloc.members[m.id] || {}, c = comp.members[m.id];
         return `<tr data-member="${esc(m.id)}"><th scope=row>${esc(m.id)}</th><td>${esc(tx(m.role))}</td><td class="${esc(m.status.split(' ')[0])}">${esc(tx({online: 'online_s', offline: 'offline_s'}[m.status] || m.status))}</td>
         <td>${esc(at(m.last_quarter_hour, op.timezone))}</td><td class=n>${c ? c.received + '/' + comp.expected : ''}</td>
         <td class="n received">${a.received_wh ?? ''} ${a.received_wh == null ? '' : a.source === 'grid' ? '(' + tx('grid_operator') + ')' : '(' + tx('provisional').toLowerCase() + ')'}</td>
