@@ -209,8 +209,21 @@ def test_payload_attacks_with_a_gateways_own_credentials(tmp_path: Path) -> None
         assert wait(lambda: log.read_text().count("community.connected") > connected_before, 30), log.read_text()[-3000:]
         for m in EAN:
             assert nodes[m].wait_for(lambda m=m: nodes[m].c.is_connected(), 30)
-        for m, (i, e) in HONEST.items():  # a new honest quarter-hour after the restart: still ingested
-            pub(m, "qh", qh(m, last, i, e))
+        # a new honest quarter-hour after the restart: still ingested. A QoS 1 message that reaches the
+        # broker before the server's new subscription does is dropped (MQTT: no subscriber, no copy;
+        # CI lost two that way); a node answers the server's resend request with its store, which
+        # these bare clients emulate by sending again until the server holds all three (idempotent)
+        def stored_last() -> set[str]:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+                return {m for (m,) in c.execute("SELECT member FROM member_qh WHERE start = ?", (int(last.timestamp()),))}
+
+        deadline = time.monotonic() + 30
+        while stored_last() != set(EAN) and time.monotonic() < deadline:
+            for m, (i, e) in HONEST.items():
+                if m not in stored_last():
+                    pub(m, "qh", qh(m, last, i, e))
+            wait(lambda: stored_last() == set(EAN), 3)
+        assert stored_last() == set(EAN), log.read_text()[-3000:]
         assert wait(lambda: last in allocated(), 20), (allocated(), log.read_text()[-3000:])
 
         # client-id takeover: a gateway's credentials with the server's client id, 20 s of reconnects
