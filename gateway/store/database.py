@@ -161,20 +161,23 @@ class Store(OutboxMixin, AllocationsMixin, RetentionMixin):
                 raise StoreError(
                     f"{self.path} has schema version {version}, newer than this Quartier's {schema.SCHEMA_VERSION}: upgrade Quartier"
                 )
-            if version == 0:
+            created = version == 0
+            if created:  # a new store is built as version 1 and migrated: one path for every store
                 for statement in _SCHEMA_V1.split(";"):
                     if statement.strip():
                         c.execute(statement)
                 c.execute("INSERT INTO state (key, value) VALUES ('store.timezone', ?)", (self.timezone,))
                 version = 1
-                log.info("store.created", extra={"path": str(self.path), "schema": schema.SCHEMA_VERSION})
             while version < schema.SCHEMA_VERSION:
                 step = schema.MIGRATIONS.get(version)
                 if step is None:
                     raise StoreError(f"no migration from schema version {version} in this Quartier")
                 step(c)
                 version += 1
-                log.info("store.migrated", extra={"path": str(self.path), "schema": version})
+                if not created:
+                    log.info("store.migrated", extra={"path": str(self.path), "schema": version})
+            if created:
+                log.info("store.created", extra={"path": str(self.path), "schema": version})
             c.execute(f"PRAGMA user_version = {int(version)}")
             for statement in _ADDITIVE:
                 c.execute(statement)
