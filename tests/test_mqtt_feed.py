@@ -74,6 +74,15 @@ def feed_rig(mosquitto: Mosquitto) -> Iterator[tuple[WebRig, MqttFeed]]:
     rig = WebRig(mqtt_feed=feed)
     try:
         rig.wait_for(lambda: feed.connected, "the feed's connection")
+        # `connected` is set as the CONNACK arrives, before the feed's SUBSCRIBE reaches the broker: a
+        # command published in between has no subscriber and is dropped (CI saw it once). The feed
+        # announces `status` after subscribing, on the same connection, so the broker has the
+        # subscriptions once a listener sees it
+        status = Listener(mosquitto, f"quartier/{NODE}/status")
+        try:
+            status.wait(f"quartier/{NODE}/status", lambda p: p == "online")
+        finally:
+            status.close()
         yield rig, feed
     finally:
         rig.close()
