@@ -135,6 +135,16 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _operation(community, name: str | None):
+    """The operation ``--operation`` names (or the file's only one), else SystemExit(2) with one line."""
+    from services.allocation.errors import AllocationInputError
+
+    try:
+        return community.operation(name)
+    except AllocationInputError as exc:
+        raise SystemExit(_fail(f"--operation: {exc.reason}")) from None
+
+
 def _run(args: argparse.Namespace) -> int:
     cfg, community, only, roster, tokens = _checked(args)
     from services.community.admission import Limits
@@ -319,7 +329,6 @@ def _inspect(path: Path) -> int:
 def _sheets(args: argparse.Namespace) -> int:
     """``quartier community sheets``: services/community/sheets.py."""
     from gateway.dates import DateInputError, parse_month
-    from services.allocation.errors import AllocationInputError
     from services.community.ledger import Ledger
     from services.community.sheets import member_sheets, write_sheets
     from services.pdf import PdfError
@@ -329,10 +338,7 @@ def _sheets(args: argparse.Namespace) -> int:
     except DateInputError as exc:
         return _fail(str(exc))
     cfg, community = _load(args)
-    try:
-        op = community.operation(args.operation)
-    except AllocationInputError as exc:
-        return _fail(f"--operation: {exc}")
+    op = _operation(community, args.operation)
     if not cfg.server.database.exists():
         return _fail(f"{cfg.server.database}: no ledger (has the server run?)")
     ledger = Ledger(cfg.server.database)
@@ -373,12 +379,7 @@ def _reconcile(args: argparse.Namespace) -> int:
         mine = sorted(cfg.reconcile.mappings)
         return _fail(f"--mapping {args.mapping}: unknown (config: {', '.join(mine) or 'none'}; "
                      f"presets: {', '.join(sorted(MAPPINGS))})")
-    from services.allocation.errors import AllocationInputError
-
-    try:
-        op = community.operation(args.operation)
-    except AllocationInputError as exc:
-        return _fail(f"--operation: {exc}")
+    op = _operation(community, args.operation)
     try:
         rows = parse_grid_file(args.file.read_text(encoding="utf-8-sig"), mapping)
     except (OSError, UnicodeError) as exc:

@@ -67,7 +67,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def run(args: argparse.Namespace) -> int:
-    from services.community.cli import _load
+    from services.community.cli import _load, _operation
 
     if args.format not in FORMATS:
         return _fail(f"--format {args.format!r}: one of {', '.join(FORMATS)}")
@@ -78,16 +78,12 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _fail(str(exc))
     cfg, community = _load(args)
-    from services.allocation.errors import AllocationInputError
     from services.community.prices import PriceError
     from services.community.statement import compute, local_bounds
     from services.community.statement_data import LedgerReadError, read_period
     from services.community.statement_format import to_csv, to_dict
 
-    try:
-        op = community.operation(args.operation)
-    except AllocationInputError as exc:
-        return _fail(f"--operation: {exc.reason}")
+    op = _operation(community, args.operation)
     if args.member is not None and all(m.id != args.member for m in op.members):
         return _fail(f"--member {args.member!r}: not a member of {op.id}")
     start, end = local_bounds(first, last, op.timezone)
