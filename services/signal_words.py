@@ -17,9 +17,9 @@ from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from zoneinfo import ZoneInfo
 
+from services.languages import LANGS
 from services.signal import Reason, Signal, State
 
-LANGS = ("fr", "nl", "en")
 
 # the headline next to the light, per reason (the page's ``signal.*`` texts, same words)
 HEADLINE: dict[str, dict[Reason, str]] = {

@@ -276,7 +276,8 @@ def test_imported_grid_figures_replace_the_provisional_ones_in_the_operator_view
 
 def test_an_unknown_operation_is_one_line_naming_the_known_ones(tmp_path: Path) -> None:
     cfg = server_config(tmp_path)
-    for args in (["statement", "--period", "2026-05"], ["sheets", "--month", "2026-05", "--out", str(tmp_path / "s")],
-                 ["reconcile", "--file", str(tmp_path / "none.csv")]):
+    for args, prefix in ((["statement", "--period", "2026-05"], "quartier community statement"),
+                         (["sheets", "--month", "2026-05", "--out", str(tmp_path / "s")], "quartier community"),
+                         (["reconcile", "--file", str(tmp_path / "none.csv")], "quartier community")):
         r = quartier("community", *args, "--operation", "nope", "--config", str(cfg))
-        assert (r.returncode, r.stderr) == (2, "quartier community: --operation: no operation 'nope' (have: op1, op2)\n"), args
+        assert (r.returncode, r.stderr) == (2, f"{prefix}: --operation: no operation 'nope' (have: op1, op2)\n"), args

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from gateway.dates import DateInputError, check_day, parse_month
 from services.community.ledger import Ledger
 from services.community.roster import Roster
+from services.languages import LANGS, browser_language
 
 
 def _local_day(day: date, tz: str) -> tuple[datetime, datetime]:
@@ -303,24 +304,9 @@ def create_app(roster: Roster, ledger: Ledger, tokens: list[str], server: Any = 
     return app
 
 
-LANGS = ("fr", "nl", "en")
-
-
 def page_language(query: str | None, accept_language: str | None) -> str:
     """``?lang=``, else the first of fr/nl/en in the browser's ``Accept-Language`` by its q order."""
-    if query in LANGS:
-        return query
-    ranked = []
-    for i, part in enumerate((accept_language or "").split(",")):
-        tag, _, params = part.strip().partition(";")
-        q = 1.0
-        if params.strip().startswith("q="):
-            try:
-                q = float(params.strip()[2:])
-            except ValueError:
-                q = 0.0
-        ranked.append((-q, i, tag[:2].lower()))
-    return next((tag for q, _i, tag in sorted(ranked) if tag in LANGS and q < 0), "en")
+    return query if query in LANGS else browser_language(accept_language) or "en"
 
 
 PAGE = """<!doctype html><html lang="__LANG__"><meta charset="utf-8"><title>Quartier community</title>

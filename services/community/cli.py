@@ -135,14 +135,15 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _operation(community, name: str | None):
-    """The operation ``--operation`` names (or the file's only one), else SystemExit(2) with one line."""
+def _operation(community, name: str | None, fail=_fail):
+    """The operation ``--operation`` names (or the file's only one), else SystemExit(2) with one line
+    (``fail``: the command's own way of saying it)."""
     from services.allocation.errors import AllocationInputError
 
     try:
         return community.operation(name)
     except AllocationInputError as exc:
-        raise SystemExit(_fail(f"--operation: {exc.reason}")) from None
+        raise SystemExit(fail(f"--operation: {exc.reason}")) from None
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -21,10 +21,10 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 
 from gateway.dates import DateInputError, check_day
+from services.languages import LANGS
 
 USER_ERROR = 2
 FORMATS = ("json", "csv", "pdf")
-LANGS = ("fr", "nl", "en")
 
 
 def _fail(message: str) -> int:
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     from services.community.statement_data import LedgerReadError, read_period
     from services.community.statement_format import to_csv, to_dict
 
-    op = _operation(community, args.operation)
+    op = _operation(community, args.operation, _fail)
     if args.member is not None and all(m.id != args.member for m in op.members):
         return _fail(f"--member {args.member!r}: not a member of {op.id}")
     start, end = local_bounds(first, last, op.timezone)

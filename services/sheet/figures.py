@@ -14,7 +14,8 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-LANGS = ("fr", "nl", "en")
+from services.languages import LANGS
+
 BEST_SHARE = 0.5  # hours with at least half the best hour's average surplus are "best hours"
 MIN_SURPLUS_WH = 50.0  # below this average per hour, no hour stands out
 

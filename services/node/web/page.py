@@ -17,7 +17,8 @@ from datetime import datetime
 from importlib.abc import Traversable
 from zoneinfo import ZoneInfo
 
-LANGS = ("fr", "nl", "en")
+from services.languages import LANGS, browser_language
+
 LOCALE_DECIMAL = {"fr": ",", "nl": ",", "en": "."}
 
 _JS_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|([A-Za-z_$][\w$]*)\s*:')
@@ -60,21 +61,7 @@ def pick_language(query: str | None, cookie: str | None, configured: str, accept
     for cand in (query, cookie, None if configured == "auto" else configured):
         if cand in LANGS:
             return cand
-    ranked = []
-    for i, part in enumerate((accept_language or "").split(",")):
-        tag, _, params = part.strip().partition(";")
-        q = 1.0
-        m = re.search(r"q=([0-9.]+)", params)
-        if m:
-            try:
-                q = float(m.group(1))
-            except ValueError:
-                q = 0.0
-        ranked.append((-q, i, tag[:2].lower()))
-    for _q, _i, tag in sorted(ranked):
-        if tag in LANGS and _q < 0:
-            return tag
-    return "en"
+    return browser_language(accept_language) or "en"
 
 
 class Words:
