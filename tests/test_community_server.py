@@ -76,6 +76,19 @@ def test_duplicates_change_nothing_and_late_corrections_rerun(server) -> None:
     assert srv.ledger.allocation_totals("op1", T0, T0 + timedelta(hours=1))["bob"]["received_wh"] == 250
 
 
+def test_a_redelivered_batch_allocates_what_a_killed_server_stored_but_never_allocated(server) -> None:
+    """kill -9 between the ledger's commit and the allocation: the broker redelivers the unacknowledged
+    messages, all duplicates now, and they complete the quarter-hour at once, not at the deadline."""
+    srv, got, _ = server
+    batch = [qh("alice", T0, 300, 0), qh("bob", T0, 100, 0), qh("school", T0, 0, 500)]
+    srv.ledger.add_quarter_hours([srv._admit(*m) for m in batch])  # stored, then the process died
+    assert not srv.ledger.is_allocated("op1", T0)
+    srv.handle_batch(batch)  # the redelivery after the restart
+    assert len(got) == 1 and got[0].estimated == () and srv.stats.duplicates == 3
+    srv.handle_batch(batch)  # and once allocated, the same figures change nothing
+    assert len(got) == 1
+
+
 def test_deadline_allocates_with_the_missing_member_estimated_then_late_data_replaces_it(server) -> None:
     srv, got, clock = server
     prev = T0 - timedelta(minutes=15)

@@ -332,12 +332,18 @@ class CommunityServer:
             return
         changed = self.ledger.add_quarter_hours(rows)
         self.stats.duplicates += len(rows) - len(changed)
-        # an observer's figure (the cabin meter) never changes an allocation: only members' rows count
-        touched = sorted({(r.operation, r.start) for r in changed if r.member in self._member_ids[r.operation]})
+        # an observer's figure (the cabin meter) never changes an allocation: only members' rows count.
+        # A duplicate counts too: the broker redelivers what a killed server stored but never
+        # acknowledged, and if it died before allocating, only the redelivery says "complete now"
+        # (else the quarter-hour waits for the deadline although every figure is in)
+        new = {(r.operation, r.start) for r in changed}
+        touched = sorted({(r.operation, r.start) for r in rows if r.member in self._member_ids[r.operation]})
         for op, start in touched:
             try:
-                figures = self.ledger.figures(op, start)
                 already = self.ledger.is_allocated(op, start)  # late or corrected data: re-run
+                if already and (op, start) not in new:
+                    continue  # the same figures again: the allocation stands
+                figures = self.ledger.figures(op, start)
                 # complete when every member active at that quarter-hour is in (membership over time)
                 if already or all(s.member in figures for s in self.roster.members_at(op, start)):
                     self.allocate(op, start, figures, rerun=already, last_in=last_in.get((op, start)))
